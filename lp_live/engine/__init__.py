@@ -1,0 +1,26 @@
+"""Engines: the baseline (official eager path) and the optimized path behind one interface."""
+
+from __future__ import annotations
+
+import torch
+
+from ..models import LivePortraitModels
+from .base import AnimateOptions, Engine, EngineBase, Ratios, SourceState
+from .baseline import BaselineEngine
+
+MODES = ("baseline", "optimized")
+
+
+def create_engine(mode: str, models: LivePortraitModels, device: str | torch.device, **kwargs) -> EngineBase:
+    """The engine for `mode` ("baseline" or "optimized") on `device`."""
+    if mode == "baseline":
+        return BaselineEngine(models, device)
+    if mode == "optimized":
+        from .optimized import OptimizedEngine
+
+        return OptimizedEngine(models, device, **kwargs)
+    raise ValueError(f"unknown engine mode {mode!r}; choose one of {', '.join(MODES)}")
+
+
+__all__ = ["MODES", "AnimateOptions", "BaselineEngine", "Engine", "EngineBase", "Ratios", "SourceState",
+           "create_engine"]

@@ -1,0 +1,227 @@
+"""The engine interface: source once, then one driving frame in, one animated frame out.
+
+An engine owns the networks on one device and runs F, M, W, G and the stitching MLP. The
+keypoint math between M and W is shared by every engine (`EngineBase.driving_keypoints`);
+engines differ in how they run the networks (precision, layout, compilation, graphs, copies).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from .. import kinematics as kin
+from ..kinematics import Motion
+from ..models import LivePortraitModels
+
+log = logging.getLogger(__name__)
+
+LIP_NORMALIZE_THRESHOLD = 0.03  # source lip ratio above which lip normalisation applies
+
+
+@dataclass
+class AnimateOptions:
+    """How driving motion maps onto the source; may be changed between frames (hotkeys).
+
+    The defaults are the official CLI's: relative motion, stitching, expression-friendly
+    rescaling, no lip normalisation, no eye/lip retargeting, multiplier 1.
+    """
+
+    stitching: bool = True
+    expression_friendly: bool = True
+    normalize_lip: bool = False
+    eye_retargeting: bool = False
+    lip_retargeting: bool = False
+    multiplier: float = 1.0
+
+
+@dataclass
+class Ratios:
+    """Eye (B, 2: left, right) and lip (B, 1) openness from 203-point landmarks."""
+
+    eye: torch.Tensor
+    lip: torch.Tensor
+
+
+@dataclass
+class SourceState:
+    """Everything about the source that does not change per frame, plus the driving anchor.
+
+    `anchor` is the driving motion that maps to the source's own pose (the first driving
+    frame, or the frame at the last re-anchor); `reanchor()` makes the next frame the anchor.
+    `cache` holds engine-specific source-only tensors (e.g. the compressed volume).
+    """
+
+    feature_3d: torch.Tensor  # (1, 32, 16, 64, 64)
+    motion: Motion
+    x_s: torch.Tensor  # (1, 21, 3)
+    options: AnimateOptions
+    ratios: Ratios | None = None
+    lip_delta: torch.Tensor | None = None
+    anchor: Motion | None = None
+    anchor_x: torch.Tensor | None = None
+    expression_scale: float = 1.0
+    cache: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def reanchor(self) -> None:
+        self.anchor = None
+        self.anchor_x = None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the pipeline needs from an engine.
+
+    Images are RGB uint8 (H, W, 3) numpy arrays, ideally already 256x256 crops (others are
+    resized). `animate` returns the generated (512, 512, 3) RGB uint8 frame.
+    """
+
+    name: str
+    device: torch.device
+    models: LivePortraitModels
+
+    def prepare_source(self, image: np.ndarray, *, options: AnimateOptions | None = None,
+                       ratios: Ratios | None = None) -> SourceState: ...
+
+    def extract_motion(self, image: np.ndarray) -> Motion: ...
+
+    def animate(self, state: SourceState, driving: np.ndarray | Motion, *,
+                ratios: Ratios | None = None) -> np.ndarray: ...
+
+
+class StageTimer:
+    """Per-stage wall-clock milliseconds, synchronising the device at stage edges when enabled.
+
+    Disabled (the default) it costs nothing and adds no synchronisation: the live path and the
+    optimized engine never wait on the device for measurement unless a benchmark asks.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.enabled = False
+        self.totals: dict[str, list[float]] = defaultdict(list)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def stage(self, name: str) -> _Stage:
+        return _Stage(self, name)
+
+    def reset(self) -> None:
+        self.totals.clear()
+
+
+class _Stage:
+    def __init__(self, timer: StageTimer, name: str) -> None:
+        self.timer, self.name = timer, name
+
+    def __enter__(self) -> None:
+        if self.timer.enabled:
+            self.timer.sync()
+            self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.timer.enabled:
+            self.timer.sync()
+            self.timer.totals[self.name].append((time.perf_counter() - self.t0) * 1e3)
+
+
+class EngineBase:
+    """Shared driving-keypoint math and the animate loop; subclasses run the networks."""
+
+    name = "base"
+
+    def __init__(self, models: LivePortraitModels, device: torch.device) -> None:
+        self.models = models
+        self.device = torch.device(device)
+        self.timer = StageTimer(self.device)
+
+    # -- implemented by engines ------------------------------------------------------------
+    def source_features(self, image: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def motion_raw(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def to_input(self, images: np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) or (H, W, 3) uint8 -> (B, 3, 256, 256) float32 on the device."""
+        raise NotImplementedError
+
+    def generate(self, state: SourceState, x_d: torch.Tensor) -> np.ndarray:
+        """W + G + conversion: driving keypoints (B, 21, 3) -> (B, 512, 512, 3) uint8."""
+        raise NotImplementedError
+
+    def cache_source(self, state: SourceState) -> None:
+        """Hook for engines that precompute source-only tensors."""
+
+    # -- shared ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare_source(self, image: np.ndarray, *, options: AnimateOptions | None = None,
+                       ratios: Ratios | None = None) -> SourceState:
+        x = self.to_input(image)
+        motion = kin.motion_from_raw(self.motion_raw(x))
+        x_s = kin.transform_keypoints(motion)
+        state = SourceState(
+            feature_3d=self.source_features(x),
+            motion=motion,
+            x_s=x_s,
+            options=options or AnimateOptions(),
+            ratios=ratios,
+        )
+        if ratios is not None and float(ratios.lip[0, 0]) >= LIP_NORMALIZE_THRESHOLD:
+            closed = torch.cat([ratios.lip, torch.zeros_like(ratios.lip)], dim=1)
+            state.lip_delta = kin.retarget(self.models.lip, x_s, closed)
+        self.cache_source(state)
+        return state
+
+    @torch.no_grad()
+    def extract_motion(self, image: np.ndarray) -> Motion:
+        with self.timer.stage("pre"):
+            x = self.to_input(image)
+        with self.timer.stage("motion"):
+            return kin.motion_from_raw(self.motion_raw(x))
+
+    @torch.no_grad()
+    def driving_keypoints(self, state: SourceState, motion: Motion, ratios: Ratios | None = None) -> torch.Tensor:
+        """The official per-frame keypoint path: relative motion, rescaling, retargeting, stitching."""
+        opts, x_s = state.options, state.x_s
+        if state.anchor is None:
+            state.anchor = motion
+            state.anchor_x = kin.relative_keypoints(state.motion, motion, motion)
+            state.expression_scale = kin.expression_multiplier(x_s, state.anchor_x)
+        x_d = kin.relative_keypoints(state.motion, motion, state.anchor)
+        if opts.expression_friendly:
+            x_d = (x_d - state.anchor_x) * state.expression_scale + x_s
+        retargeting = (opts.eye_retargeting or opts.lip_retargeting) and ratios is not None \
+            and state.ratios is not None
+        if retargeting:
+            x_d = x_s.clone()
+            if opts.eye_retargeting:
+                eye = torch.cat([state.ratios.eye, ratios.eye[:, :1]], dim=1)
+                x_d = x_d + kin.retarget(self.models.eye, x_s, eye)
+            if opts.lip_retargeting:
+                lip = torch.cat([state.ratios.lip, ratios.lip], dim=1)
+                x_d = x_d + kin.retarget(self.models.lip, x_s, lip)
+            if opts.stitching:
+                x_d = kin.stitch(self.models.stitching, x_s, x_d)
+        else:
+            if opts.stitching:
+                x_d = kin.stitch(self.models.stitching, x_s, x_d)
+            if opts.normalize_lip and state.lip_delta is not None:
+                x_d = x_d + state.lip_delta
+        return kin.apply_multiplier(x_s, x_d, opts.multiplier)
+
+    @torch.no_grad()
+    def animate(self, state: SourceState, driving: np.ndarray | Motion, *,
+                ratios: Ratios | None = None) -> np.ndarray:
+        motion = driving if isinstance(driving, Motion) else self.extract_motion(driving)
+        with self.timer.stage("stitching"):
+            x_d = self.driving_keypoints(state, motion, ratios)
+        return self.generate(state, x_d)[0]
