@@ -14,7 +14,7 @@ MODES = ("baseline", "optimized")
 def create_engine(mode: str, models: LivePortraitModels, device: str | torch.device, **kwargs) -> EngineBase:
     """The engine for `mode` ("baseline" or "optimized") on `device`."""
     if mode == "baseline":
-        return BaselineEngine(models, device)
+        return BaselineEngine(models, device, **kwargs)
     if mode == "optimized":
         from .optimized import OptimizedEngine
 

@@ -78,8 +78,9 @@ class SourceState:
 class Engine(Protocol):
     """What the pipeline needs from an engine.
 
-    Images are RGB uint8 (H, W, 3) numpy arrays, ideally already 256x256 crops (others are
-    resized). `animate` returns the generated (512, 512, 3) RGB uint8 frame.
+    Images are RGB uint8 (H, W, 3) numpy arrays, ideally already crops of the engine's
+    `input_size` (256 by default; others are resized). `animate` returns the generated
+    (2 * input_size, 2 * input_size, 3) RGB uint8 frame: 512x512 at the default size.
     """
 
     name: str
@@ -138,9 +139,13 @@ class EngineBase:
 
     name = "base"
 
-    def __init__(self, models: LivePortraitModels, device: torch.device) -> None:
+    def __init__(self, models: LivePortraitModels, device: str | torch.device, *, input_size: int = 256) -> None:
+        if input_size < 128 or input_size % 32:
+            raise ValueError(f"input_size must be a multiple of 32 and at least 128 (the hourglass halves the "
+                             f"feature grid 5 times), got {input_size}")
         self.models = models
         self.device = torch.device(device)
+        self.input_size = input_size  # network input side; 256 is what LivePortrait was trained at
         self.timer = StageTimer(self.device)
 
     # -- implemented by engines ------------------------------------------------------------
@@ -151,7 +156,7 @@ class EngineBase:
         raise NotImplementedError
 
     def to_input(self, images: np.ndarray) -> torch.Tensor:
-        """(B, H, W, 3) or (H, W, 3) uint8 -> (B, 3, 256, 256) float32 on the device."""
+        """(B, H, W, 3) or (H, W, 3) uint8 -> (B, 3, S, S) float32 on the device, S = input_size."""
         raise NotImplementedError
 
     def generate(self, state: SourceState, x_d: torch.Tensor) -> np.ndarray:
@@ -189,7 +194,8 @@ class EngineBase:
             return kin.motion_from_raw(self.motion_raw(x))
 
     @torch.no_grad()
-    def driving_keypoints(self, state: SourceState, motion: Motion, ratios: Ratios | None = None) -> torch.Tensor:
+    def driving_keypoints(self, state: SourceState, motion: Motion,
+                          ratios: Ratios | None = None) -> torch.Tensor:
         """The official per-frame keypoint path: relative motion, rescaling, retargeting, stitching."""
         opts, x_s = state.options, state.x_s
         if state.anchor is None:

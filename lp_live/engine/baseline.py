@@ -15,14 +15,12 @@ import torch
 
 from .base import EngineBase, SourceState
 
-INPUT_SIZE = 256
-
 
 class BaselineEngine(EngineBase):
     name = "baseline"
 
-    def __init__(self, models, device) -> None:
-        super().__init__(models, device)
+    def __init__(self, models, device, *, input_size: int = 256) -> None:
+        super().__init__(models, device, input_size=input_size)
         self.half = self.device.type == "cuda"
 
     def _autocast(self):
@@ -33,8 +31,9 @@ class BaselineEngine(EngineBase):
     def to_input(self, images: np.ndarray) -> torch.Tensor:
         if images.ndim == 3:
             images = images[None]
-        if images.shape[1:3] != (INPUT_SIZE, INPUT_SIZE):
-            images = np.stack([cv2.resize(im, (INPUT_SIZE, INPUT_SIZE)) for im in images])
+        size = self.input_size
+        if images.shape[1:3] != (size, size):
+            images = np.stack([cv2.resize(im, (size, size)) for im in images])
         x = np.clip(images.astype(np.float32) / 255.0, 0, 1).transpose(0, 3, 1, 2)
         with self.timer.stage("copy_h2d"):
             return torch.from_numpy(np.ascontiguousarray(x)).to(self.device)

@@ -222,7 +222,9 @@ def _power_iteration(weight: torch.Tensor, tag: str, iters: int = 30) -> tuple[t
     return u, v
 
 
-def synthetic_liveportrait(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LivePortraitModels:
+def synthetic_liveportrait(
+    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> LivePortraitModels:
     """The seven networks with deterministic synthetic weights (no download; not a trained model)."""
     nets = {}
     for name in (*BASE_FILES, *RETARGETING_ENTRIES):
