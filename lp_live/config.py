@@ -14,10 +14,12 @@ from typing import Any
 
 import yaml
 
+from .errors import UserError
+
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration file or value that cannot be used."""
 
 

@@ -9,7 +9,6 @@ All functions are batched (leading B) torch code and run on any device.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, fields
 
@@ -145,21 +144,10 @@ def lip_ratio(lmk: torch.Tensor) -> torch.Tensor:
 # expression-friendly motion multiplier
 # ---------------------------------------------------------------------------------------------
 def hull_volume(points: np.ndarray) -> float:
-    """Volume of the convex hull of a small 3-D point set (here 21 keypoints).
+    """Volume of the 3-D convex hull of a point set (here the 21 keypoints)."""
+    from scipy.spatial import ConvexHull
 
-    Every triangle whose plane has all points on one side is a hull facet; the hull is the
-    union of the tetrahedra from an interior point to those facets. O(n^4), fine for n = 21.
-    """
-    p = np.asarray(points, np.float64)
-    centre = p.mean(0)
-    tri = np.array(list(itertools.combinations(range(len(p)), 3)))
-    a, b, c = p[tri[:, 0]], p[tri[:, 1]], p[tri[:, 2]]
-    normal = np.cross(b - a, c - a)  # (T, 3)
-    side = np.einsum("tk,tnk->tn", normal, p[None] - a[:, None])  # (T, N)
-    scale = np.linalg.norm(normal, axis=1)
-    tol = 1e-12 * np.maximum(scale, 1.0)[:, None]
-    facet = (scale > 1e-12) & ((side <= tol).all(1) | (side >= -tol).all(1))
-    return float(np.abs(np.einsum("tk,tk->t", normal[facet], a[facet] - centre)).sum() / 6.0)
+    return float(ConvexHull(np.asarray(points, np.float64)).volume)
 
 
 def expression_multiplier(x_s: torch.Tensor, x_anchor: torch.Tensor) -> float:

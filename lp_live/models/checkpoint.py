@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .registry import build
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ CHECKPOINT_FILES = (*BASE_FILES.values(), RETARGETING_FILE)
 SYNTHETIC = "synthetic"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError):
     """A checkpoint is missing, unreadable or does not match the network."""
 
 

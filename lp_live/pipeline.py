@@ -1,0 +1,264 @@
+"""The animator: frame -> crop -> motion -> warp/generate -> paste, for one source photo.
+
+It joins the face detector, the crop, the engines and the paste-back. The source is prepared
+once per engine; engines are created on first use, so the live app can switch between the
+baseline and the optimized engine between two frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .config import Config
+from .engine import AnimateOptions, EngineBase, Ratios, SourceState, create_engine
+from .errors import UserError
+from .face import DRIVING_CROP, SOURCE_CROP, Crop, Face, FaceDetector, PasteBack, create_detector, crop_face
+from .kinematics import Motion, eye_ratios, lip_ratio
+from .models import SYNTHETIC, LivePortraitModels, load_liveportrait
+from .models.download import resolve_weights
+from .smoothing import MotionSmoother
+
+log = logging.getLogger(__name__)
+
+ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
+DEFAULT_SOURCE = ASSETS_DIR / "astronaut.png"
+
+
+class InputError(UserError):
+    """An input the user gave cannot be used; the message says what to do."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as RGB uint8, or InputError naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"source photo {path} not found; pass an existing image file with --source")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"{path} is not an image OpenCV can read; use a JPEG or PNG photo")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def fit_source(image: np.ndarray, max_side: int = 1280) -> np.ndarray:
+    """The official source preparation: longer side at most `max_side`, then even sides (for H.264)."""
+    h, w = image.shape[:2]
+    if max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        image = cv2.resize(image, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_LINEAR)
+        h, w = image.shape[:2]
+    return np.ascontiguousarray(image[: h - h % 2, : w - w % 2])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu "
+                         "(or install a CUDA build of torch)")
+    return device
+
+
+def landmark_ratios(face: Face, device: torch.device) -> Ratios | None:
+    """Eye and lip openness from the 203-point landmarks, when the landmark model ran."""
+    if face.landmarks203 is None:
+        return None
+    lmk = torch.as_tensor(face.landmarks203, dtype=torch.float32, device=device)[None]
+    return Ratios(eye=eye_ratios(lmk), lip=lip_ratio(lmk))
+
+
+@dataclass
+class AnimatedFrame:
+    image: np.ndarray  # RGB uint8: the photo size with paste-back, else the generated crop
+    face_found: bool
+    mode: str  # the engine that produced it
+
+
+class Animator:
+    """Animates one source photo from driving frames, with switchable engines and options.
+
+    Args:
+        source_rgb: the photo, RGB uint8 (scaled to at most 1280 and trimmed to even sides).
+        engine_factory: mode -> engine, called once per mode on first use.
+        detector: face detector for the source and the driving frames.
+        mode: the first engine to use.
+        options: keypoint options shared by all engines (toggle-able between frames).
+        paste_back: paste the animated face back into the photo.
+        crop_driving: crop driving frames around the detected face (off: use whole frames,
+            for driving videos that are already face crops).
+        smoother: filter for the driving motion, or None.
+        input_size: network input side.
+        weights_kind: "real" or "synthetic", for display.
+    """
+
+    def __init__(
+        self,
+        source_rgb: np.ndarray,
+        engine_factory: Callable[[str], EngineBase],
+        detector: FaceDetector,
+        *,
+        mode: str = "optimized",
+        modes: tuple[str, ...] = ("baseline", "optimized"),
+        options: AnimateOptions | None = None,
+        paste_back: bool = True,
+        crop_driving: bool = True,
+        smoother: MotionSmoother | None = None,
+        input_size: int = 256,
+        weights_kind: str = SYNTHETIC,
+        device: torch.device | None = None,
+    ) -> None:
+        self.modes = modes
+        self.options = options or AnimateOptions()
+        self.paste_back = paste_back
+        self.crop_driving = crop_driving
+        self.smoother = smoother
+        self.input_size = input_size
+        self.weights_kind = weights_kind
+        self.device = device or torch.device("cpu")
+        self.detector = detector
+        self.frames_without_face = 0
+        self._engine_factory = engine_factory
+        self._engines: dict[str, EngineBase] = {}
+        self._states: dict[str, SourceState] = {}
+        self._last_motion: Motion | None = None
+        self._last_output: np.ndarray | None = None
+
+        self.source = source_rgb = fit_source(source_rgb)
+        face = detector.detect(source_rgb)
+        if face is None:
+            raise InputError("no face found in the source photo; use a photo with one clear, frontal face")
+        self.source_crop: Crop = crop_face(source_rgb, face, SOURCE_CROP, input_size=input_size)
+        self.source_ratios = landmark_ratios(face, self.device)
+        self.generated_size = 2 * input_size
+        self.paster = PasteBack(source_rgb, self.source_crop, generated_size=self.generated_size, device=self.device)
+        self.mode = ""
+        self.set_mode(mode)
+
+    # -- engines -----------------------------------------------------------------------------
+    def engine(self, mode: str) -> EngineBase:
+        if mode not in self.modes:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(self.modes)}")
+        if mode not in self._engines:
+            engine = self._engine_factory(mode)
+            self._engines[mode] = engine
+            self._states[mode] = engine.prepare_source(
+                self.source_crop.input, options=self.options, ratios=self.source_ratios
+            )
+        return self._engines[mode]
+
+    def set_mode(self, mode: str) -> None:
+        """Use engine `mode` from the next frame on, keeping the driving anchor."""
+        self.engine(mode)
+        previous = self._states.get(self.mode)
+        state = self._states[mode]
+        if previous is not None and previous is not state:
+            state.anchor, state.anchor_x = previous.anchor, previous.anchor_x
+            state.expression_scale = previous.expression_scale
+        self.mode = mode
+
+    def reanchor(self) -> None:
+        """Take the next driving frame as the neutral pose (the source's own pose)."""
+        for state in self._states.values():
+            state.reanchor()
+        if self.smoother is not None:
+            self.smoother.reset()
+
+    # -- per frame ---------------------------------------------------------------------------
+    def driving_input(self, frame_rgb: np.ndarray) -> tuple[np.ndarray | None, Face | None]:
+        """The network input for a driving frame, or None when no face is found in it."""
+        if not self.crop_driving:
+            return frame_rgb, None
+        face = self.detector.track(frame_rgb)
+        if face is None:
+            return None, None
+        return crop_face(frame_rgb, face, DRIVING_CROP, input_size=self.input_size).input, face
+
+    @torch.no_grad()
+    def process(self, frame_rgb: np.ndarray, timestamp: float | None = None) -> AnimatedFrame:
+        """Animate the source with one driving frame (RGB uint8, any size).
+
+        `timestamp` (seconds) drives the motion filter; the wall clock is used when None.
+        A frame without a face reuses the last good motion (and is counted).
+        """
+        engine, state = self._engines[self.mode], self._states[self.mode]
+        driving, face = self.driving_input(frame_rgb)
+        if driving is None:
+            self.frames_without_face += 1
+            motion = self._last_motion
+            if motion is None:  # nothing seen yet: show the still photo
+                return AnimatedFrame(self.still(), face_found=False, mode=self.mode)
+        else:
+            motion = engine.extract_motion(driving)
+            if self.smoother is not None:
+                motion = self.smoother(motion, time.perf_counter() if timestamp is None else timestamp)
+            self._last_motion = motion
+        ratios = landmark_ratios(face, self.device) if face is not None else None
+        generated = engine.animate(state, motion, ratios=ratios)
+        image = self.paster(generated) if self.paste_back else generated
+        return AnimatedFrame(image, face_found=driving is not None, mode=self.mode)
+
+    def still(self) -> np.ndarray:
+        """The un-animated output: the photo (paste-back) or its crop at the generated size."""
+        if self.paste_back:
+            return self.source.copy()
+        size = (self.generated_size, self.generated_size)
+        return cv2.resize(self.source_crop.image, size, interpolation=cv2.INTER_AREA)
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the frames `process` returns."""
+        if self.paste_back:
+            return self.source.shape[1], self.source.shape[0]
+        return self.generated_size, self.generated_size
+
+
+def load_models(config: Config, device: torch.device) -> LivePortraitModels:
+    return load_liveportrait(resolve_weights(config.engine.weights), device=device)
+
+
+def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortraitModels | None = None) -> Animator:
+    """An Animator for `source_rgb` from a run configuration (loads or builds the weights)."""
+    eng = config.engine
+    device = resolve_device(eng.device)
+    models = models or load_models(config, device)
+    weights_dir = None if models.kind == SYNTHETIC else Path(models.source).parent
+    anim = config.animation
+
+    def factory(mode: str) -> EngineBase:
+        if mode == "optimized":
+            return create_engine(mode, models, device, input_size=eng.input_size, precision=eng.precision,
+                                 compile=eng.compile, cuda_graph=eng.cuda_graph)
+        return create_engine(mode, models, device, input_size=eng.input_size)
+
+    options = AnimateOptions(
+        stitching=anim.stitching,
+        expression_friendly=anim.expression_friendly,
+        normalize_lip=anim.normalize_lip,
+        eye_retargeting=anim.eye_retargeting,
+        lip_retargeting=anim.lip_retargeting,
+        multiplier=anim.multiplier,
+    )
+    smoother = MotionSmoother(anim.smoothing_min_cutoff, anim.smoothing_beta) if anim.smoothing else None
+    detector = create_detector(weights_dir, redetect_every=config.face.redetect_every,
+                               smoothing=config.face.box_smoothing)
+    return Animator(
+        source_rgb,
+        factory,
+        detector,
+        mode=eng.mode,
+        options=options,
+        paste_back=anim.paste_back,
+        crop_driving=config.face.crop_driving,
+        smoother=smoother,
+        input_size=eng.input_size,
+        weights_kind=models.kind,
+        device=device,
+    )

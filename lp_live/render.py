@@ -1,0 +1,98 @@
+"""Offline render: a driving video animates the photo, every frame in order, into an H.264 file."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .pipeline import Animator
+from .video import VideoReader, VideoWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RenderSummary:
+    frames: int
+    frames_without_face: int
+    seconds: float
+    interrupted: bool
+    output: Path
+    size: tuple[int, int]  # (width, height)
+    fps: float
+
+
+def fit_size(image: np.ndarray, size: int | None) -> np.ndarray:
+    """Scale so that the longer side is `size` (even sides); None keeps the image."""
+    if size is None:
+        return image
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    new_w, new_h = max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
+    if (new_w, new_h) == (w, h):
+        return image
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, (new_w, new_h), interpolation=interp)
+
+
+def side_by_side(driving: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """driving | output, the driving frame scaled to the output's height (even width)."""
+    h = output.shape[0]
+    w = max(2, round(driving.shape[1] * h / driving.shape[0] / 2) * 2)
+    return np.concatenate([cv2.resize(driving, (w, h), interpolation=cv2.INTER_AREA), output], axis=1)
+
+
+def render_video(
+    animator: Animator,
+    driving: str | Path,
+    output: str | Path,
+    *,
+    max_frames: int | None = None,
+    size: int | None = None,
+    with_driving: bool = False,
+    progress: bool = True,
+) -> RenderSummary:
+    """Render `driving` through `animator` into `output`, at the driving video's frame rate.
+
+    Ctrl-C stops the render and still leaves a playable file with the frames done
+    (`interrupted` is then True). The driving video's audio is kept.
+    """
+    t0 = time.perf_counter()
+    interrupted = False
+    with VideoReader(driving) as reader, VideoWriter(output, reader.fps, audio_from=reader) as writer:
+        total = reader.frame_count or None
+        if max_frames is not None:
+            total = min(total or max_frames, max_frames)
+        bar = tqdm(total=total, unit="frame", desc="render", disable=not progress, leave=False)
+        try:
+            for index, (frame, t) in enumerate(reader.frames()):
+                if max_frames is not None and index >= max_frames:
+                    break
+                image = animator.process(frame, timestamp=t).image
+                if with_driving:
+                    image = side_by_side(frame, image)
+                writer.write(fit_size(image, size))
+                bar.update()
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("interrupted: keeping the %d frames rendered so far", writer.frames_written)
+        finally:
+            bar.close()
+        frames = writer.frames_written
+        stream = writer.stream
+        out_size = (stream.width, stream.height) if stream is not None else (0, 0)
+    return RenderSummary(
+        frames=frames,
+        frames_without_face=animator.frames_without_face,
+        seconds=time.perf_counter() - t0,
+        interrupted=interrupted,
+        output=Path(output),
+        size=out_size,
+        fps=float(reader.fps),
+    )

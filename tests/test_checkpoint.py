@@ -1,0 +1,116 @@
+"""Loading the official checkpoint layout (written by the kit), and its failure modes."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from lp_live.models import WeightsError, load_liveportrait
+from lp_live.models.checkpoint import BASE_FILES, RETARGETING_FILE
+
+
+@pytest.fixture(scope="module")
+def official_dir(kit, tmp_path_factory):
+    """The five files under liveportrait/, as the hub repository lays them out."""
+    weights, _ = kit
+    root = tmp_path_factory.mktemp("weights")
+    written = weights.save_checkpoints(str(root / "liveportrait" / "scratch"))
+    # save_checkpoints writes flat files; place them in the official layout
+    base = root / "liveportrait"
+    for rel in (*BASE_FILES.values(), RETARGETING_FILE):
+        src = written[rel.rsplit("/", 1)[1]]
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(src, base / rel)
+    shutil.rmtree(root / "liveportrait" / "scratch")
+    return root
+
+
+def test_loads_official_layout_and_matches_fixtures(kit, official_dir):
+    _, K = kit
+    models = load_liveportrait(official_dir)  # the hub's liveportrait/ subfolder is found
+    assert models.kind == "real"
+    for name in ("warping_module", "stitching", "eye", "appearance_feature_extractor"):
+        args, expected = K.module_case(name)
+        with torch.no_grad():
+            out = getattr(models, name)(*args)
+        out = out if isinstance(out, dict) else {next(iter(expected)): out}
+        for key, ref in expected.items():
+            assert K.rel_l2(out[key], ref) <= K.tol("float32", name), f"{name}.{key}"
+    assert not any(p.requires_grad for p in models.spade_generator.parameters())
+    assert not models.motion_extractor.training
+
+
+def test_loads_without_metadata_and_without_module_prefix(kit, tmp_path):
+    weights, _ = kit
+    written = weights.save_checkpoints(str(tmp_path / "flat"), with_metadata=False)
+    base = tmp_path / "w"
+    for rel in (*BASE_FILES.values(), RETARGETING_FILE):
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(written[rel.rsplit("/", 1)[1]], base / rel)
+    retarget = torch.load(base / RETARGETING_FILE, weights_only=True)
+    stripped = {k: {key.replace("module.", ""): v for key, v in sd.items()} for k, sd in retarget.items()}
+    stripped["extra_top_level_entry"] = {"ignored": torch.zeros(1)}
+    torch.save(stripped, base / RETARGETING_FILE)
+    models = load_liveportrait(base)
+    assert models.kind == "real"
+
+
+def _layout(kit, tmp_path):
+    weights, _ = kit
+    written = weights.save_checkpoints(str(tmp_path / "flat"))
+    base = tmp_path / "w"
+    for rel in (*BASE_FILES.values(), RETARGETING_FILE):
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(written[rel.rsplit("/", 1)[1]], base / rel)
+    return base
+
+
+def test_missing_file_is_named(kit, tmp_path):
+    base = _layout(kit, tmp_path)
+    (base / BASE_FILES["spade_generator"]).unlink()
+    with pytest.raises(WeightsError, match=r"spade_generator\.pth"):
+        load_liveportrait(base)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_liveportrait(tmp_path / "nowhere")
+
+
+def test_truncated_file_is_named(kit, tmp_path):
+    base = _layout(kit, tmp_path)
+    path = base / BASE_FILES["warping_module"]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(WeightsError, match=r"warping_module\.pth: cannot be read.*truncated"):
+        load_liveportrait(base)
+
+
+def test_misshaped_key_is_named(kit, tmp_path):
+    base = _layout(kit, tmp_path)
+    path = base / BASE_FILES["appearance_feature_extractor"]
+    sd = torch.load(path, weights_only=True)
+    sd["second.weight"] = torch.zeros(512, 128, 1, 1)
+    del sd["first.norm.running_var"]
+    sd["first.extra"] = torch.zeros(1)
+    torch.save(sd, path)
+    with pytest.raises(WeightsError) as err:
+        load_liveportrait(base)
+    message = str(err.value)
+    assert "appearance_feature_extractor.pth" in message
+    assert "second.weight (512, 128, 1, 1) != (512, 256, 1, 1)" in message
+    assert "missing keys: first.norm.running_var" in message
+    assert "unexpected keys: first.extra" in message
+    assert "\n" not in message
+
+
+def test_missing_retargeting_entry(kit, tmp_path):
+    base = _layout(kit, tmp_path)
+    path = base / RETARGETING_FILE
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["retarget_eye"]
+    torch.save(ckpt, path)
+    with pytest.raises(WeightsError, match="retarget_eye"):
+        load_liveportrait(base)
