@@ -1,0 +1,349 @@
+"""Baseline vs optimized engine, measured side by side in one process on the same inputs.
+
+Every figure comes from this run: per-frame latency (p50/p95), frames per second, per-stage
+milliseconds (a separate pass that synchronises at stage edges), peak memory, compile time,
+with the device, torch version, git commit, date and weights kind beside them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from .config import Config
+from .engine import EngineBase, create_engine
+from .models import load_liveportrait
+from .models.download import resolve_weights
+from .pipeline import resolve_device
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ASSETS = REPO.parent / "shared" / "assets"
+STAGES = ("copy_h2d", "pre", "motion", "stitching", "warping", "generator", "post", "copy_d2h")
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+# ---------------------------------------------------------------------------------------------
+def synthetic_frames(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    """Smooth random RGB images (not faces): the fallback when no photo or video is given."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        coarse = rng.uniform(0, 255, size=(9, 9, 3)).astype(np.float32)
+        smooth = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
+        noise = rng.normal(0, 8, size=(size, size, 3))
+        frames.append(np.clip(smooth + noise, 0, 255).astype(np.uint8))
+    return frames
+
+
+def load_inputs(source: Path | None, driving: Path | None, count: int, size: int) -> tuple[np.ndarray, list, str]:
+    """(source crop, driving crops, description): the given files, ../shared/assets, or synthetic."""
+    from .face import SOURCE_CROP, create_detector, crop_face
+    from .pipeline import fit_source, read_image
+    from .video import VideoReader
+
+    source = source or (SHARED_ASSETS / "s6.jpg" if (SHARED_ASSETS / "s6.jpg").is_file() else None)
+    driving = driving or (SHARED_ASSETS / "d0.mp4" if (SHARED_ASSETS / "d0.mp4").is_file() else None)
+    described = []
+    if source is not None:
+        photo = fit_source(read_image(source))
+        face = create_detector().detect(photo)
+        if face is None:
+            src = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
+        else:
+            src = crop_face(photo, face, SOURCE_CROP, input_size=size).input
+        described.append(f"source {source.name}")
+    else:
+        src = synthetic_frames(1, size, seed=1)[0]
+        described.append("synthetic source")
+    if driving is not None:
+        frames = []
+        with VideoReader(driving) as reader:
+            for frame, _ in reader.frames():
+                frames.append(cv2.resize(frame, (size, size)))
+                if len(frames) >= count:
+                    break
+        while len(frames) < count:  # a short video loops
+            frames.append(frames[len(frames) % max(1, len(frames))])
+        described.append(f"driving {driving.name}")
+    else:
+        frames = synthetic_frames(count, size, seed=2)
+        described.append("synthetic driving frames")
+    return src, frames, ", ".join(described)
+
+
+# ---------------------------------------------------------------------------------------------
+# environment
+# ---------------------------------------------------------------------------------------------
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({torch.get_num_threads()} threads)"
+
+
+def git_commit() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return rev.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now, in MiB (Linux /proc; 0 elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement
+# ---------------------------------------------------------------------------------------------
+def _step(engine: EngineBase, state, frames: np.ndarray) -> np.ndarray:
+    """One step: B driving crops -> B generated frames (the engine's animate path, batched)."""
+    motion = engine.extract_motion(frames)
+    with engine.timer.stage("stitching"):
+        x_d = engine.driving_keypoints(state, motion)
+    return engine.generate(state, x_d)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray], *, warmup: int, timed: int,
+                 batch: int, stages: bool) -> dict[str, Any]:
+    """Time one engine: source preparation, warm-up (with compile), timed steps, per-stage pass."""
+    device = engine.device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    peak_rss = rss_mb()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        state = engine.prepare_source(source)
+    source_ms = (time.perf_counter() - t0) * 1e3
+
+    def batch_at(i: int) -> np.ndarray:
+        return np.stack([frames[(i * batch + j) % len(frames)] for j in range(batch)])
+
+    warm_times = []
+    with torch.no_grad():
+        for i in range(warmup):
+            t0 = time.perf_counter()
+            _step(engine, state, batch_at(i))
+            warm_times.append(time.perf_counter() - t0)
+            peak_rss = max(peak_rss, rss_mb())
+        latencies = []
+        t_start = time.perf_counter()
+        for i in range(timed):
+            t0 = time.perf_counter()
+            out = _step(engine, state, batch_at(warmup + i))  # returns host uint8: synchronised
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            peak_rss = max(peak_rss, rss_mb())
+        total_s = time.perf_counter() - t_start
+        stage_ms: dict[str, float] = {}
+        if stages:
+            engine.timer.reset()
+            engine.timer.enabled = True
+            try:
+                for i in range(max(1, min(timed, 5))):
+                    _step(engine, state, batch_at(i))
+            finally:
+                engine.timer.enabled = False
+            stage_ms = {k: statistics.median(v) for k, v in engine.timer.totals.items()}
+    result: dict[str, Any] = {
+        "frames_timed": timed * batch,
+        "steps_timed": timed,
+        "ms_per_step_mean": statistics.fmean(latencies),
+        "ms_per_step_p50": _percentile(latencies, 50),
+        "ms_per_step_p95": _percentile(latencies, 95),
+        "ms_per_frame": statistics.fmean(latencies) / batch,
+        "fps": timed * batch / total_s,
+        "source_ms": source_ms,
+        "warmup_s": [round(t, 3) for t in warm_times],
+        "compile_s": getattr(engine, "compile_seconds", None),
+        "stages_ms": stage_ms,
+        "output_shape": list(out.shape),
+    }
+    if device.type == "cuda":
+        result["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        result["peak_memory_kind"] = "cuda max allocated"
+    else:
+        result["peak_memory_mb"] = peak_rss
+        result["peak_memory_kind"] = "process RSS (sampled per step)"
+    for attr in ("precision", "compiled", "uses_cuda_graph", "uses_kernels"):
+        if hasattr(engine, attr):
+            result[attr] = getattr(engine, attr)
+    return result
+
+
+def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int | None = None, batch: int = 1,
+        source: Path | None = None, driving: Path | None = None, kernels: bool = False,
+        stages: bool = True) -> dict[str, Any]:
+    """Measure `modes` on the same inputs and return the results as a JSON-ready dict."""
+    device = resolve_device(cfg.engine.device)
+    on_cuda = device.type == "cuda"
+    timed = frames if frames is not None else (20 if on_cuda else 3)
+    warmup = warmup if warmup is not None else (3 if on_cuda else 1)
+    size = cfg.engine.input_size
+    models = load_liveportrait(resolve_weights(cfg.engine.weights, download=False), device=device)
+    src, drv, inputs = load_inputs(source, driving, max(8, batch * (timed + warmup)), size)
+    results: dict[str, Any] = {
+        "meta": {
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "device": device_name(device),
+            "device_type": device.type,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "python": platform.python_version(),
+            "git_commit": git_commit(),
+            "weights": models.kind,
+            "inputs": inputs,
+            "input_size": size,
+            "batch": batch,
+            "threads": torch.get_num_threads(),
+        },
+        "modes": {},
+    }
+    for mode in modes:
+        log.info("measuring %s", mode)
+        kwargs: dict[str, Any] = {"input_size": size}
+        if mode == "optimized":
+            kwargs.update(precision=cfg.engine.precision, compile=cfg.engine.compile,
+                          cuda_graph=cfg.engine.cuda_graph)
+        engine = create_engine(mode, models, device, **kwargs)
+        results["modes"][mode] = measure_mode(engine, src, drv, warmup=warmup, timed=timed, batch=batch,
+                                              stages=stages)
+        del engine
+        if on_cuda:
+            torch.cuda.empty_cache()
+    if "baseline" in results["modes"] and "optimized" in results["modes"]:
+        b, o = results["modes"]["baseline"], results["modes"]["optimized"]
+        results["speedup"] = {
+            "time_per_frame": b["ms_per_frame"] / o["ms_per_frame"],
+            "fps": o["fps"] / b["fps"],
+            "peak_memory": b["peak_memory_mb"] / o["peak_memory_mb"] if o["peak_memory_mb"] else None,
+        }
+    if kernels:
+        from .kernels.bench import run_kernel_benchmarks
+
+        results["kernels"] = run_kernel_benchmarks(device)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# reporting
+# ---------------------------------------------------------------------------------------------
+def _fmt(v: float | None, unit: str = "") -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "-"
+    return f"{v:,.1f}{unit}" if abs(v) >= 10 else f"{v:.3g}{unit}"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The comparison as a plain-text table: rows are measures, columns the modes and the ratio."""
+    meta, modes = results["meta"], results["modes"]
+    names = list(modes)
+    both = "baseline" in modes and "optimized" in modes
+    header = ["", *names] + (["improvement"] if both else [])
+    rows: list[list[str]] = []
+
+    def add(label: str, key: str, unit: str = "", higher_better: bool = False, source: str | None = None) -> None:
+        vals = [(modes[n].get(source, {}) if source else modes[n]).get(key) for n in names]
+        row = [label, *(_fmt(v, unit) for v in vals)]
+        if both:
+            b, o = vals[names.index("baseline")], vals[names.index("optimized")]
+            ratio = (o / b if higher_better else b / o) if b and o else None
+            row.append(f"{ratio:.2f}x" if ratio else "-")
+        rows.append(row)
+
+    add("time per frame", "ms_per_frame", " ms")
+    add("frames per second", "fps", "", higher_better=True)
+    add("latency p50 (step)", "ms_per_step_p50", " ms")
+    add("latency p95 (step)", "ms_per_step_p95", " ms")
+    add("peak memory", "peak_memory_mb", " MiB")
+    add("source (once)", "source_ms", " ms")
+    for stage in STAGES:
+        if any(stage in modes[n].get("stages_ms", {}) for n in names):
+            add(f"  {stage}", stage, " ms", source="stages_ms")
+    rows.append(["compile", *(_fmt(modes[n].get("compile_s"), " s") for n in names)] + ([""] if both else []))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        f"lp-live bench: {meta['device']}, torch {meta['torch']}, commit {meta['git_commit'][:12]}, {meta['date']}",
+        f"{meta['weights']} weights, {meta['inputs']}, input {meta['input_size']}, batch {meta['batch']}",
+        "  ".join(h.ljust(w) for h, w in zip(header, widths)),
+    ]
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    if "kernels" in results:
+        lines.append("kernels: " + ", ".join(f"{k}: {v}" for k, v in results["kernels"].items()
+                                             if not isinstance(v, dict)))
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: str | Path) -> None:
+    """A PNG bar chart of time per frame and per-stage milliseconds, drawn with OpenCV."""
+    modes = results["modes"]
+    names = list(modes)
+    colors = {"baseline": (80, 80, 200), "optimized": (60, 170, 60)}
+    labels = ["per frame", *[s for s in STAGES if any(s in modes[n].get("stages_ms", {}) for n in names)]]
+    values = {n: [modes[n]["ms_per_frame"], *[modes[n].get("stages_ms", {}).get(s, 0.0) for s in labels[1:]]]
+              for n in names}
+    top = max(max(v) for v in values.values()) or 1.0
+    w, h, left, bottom = 900, 480, 70, 90
+    img = np.full((h, w, 3), 255, np.uint8)
+    meta = results["meta"]
+    cv2.putText(img, f"lp-live bench: {meta['device'][:60]}", (10, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    cv2.putText(img, f"torch {meta['torch']}  {meta['git_commit'][:10]}  {meta['date']}  {meta['weights']} weights",
+                (10, 44), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
+    plot_h = h - bottom - 60
+    group = (w - left - 20) / len(labels)
+    bar = group / (len(names) + 1)
+    for gi, label in enumerate(labels):
+        for ni, name in enumerate(names):
+            v = values[name][gi]
+            x0 = int(left + gi * group + ni * bar)
+            y0 = int(h - bottom - plot_h * v / top)
+            cv2.rectangle(img, (x0, y0), (int(x0 + bar - 2), h - bottom), colors.get(name, (120, 120, 120)), -1)
+            cv2.putText(img, _fmt(v), (x0, y0 - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, label, (int(left + gi * group), h - bottom + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.line(img, (left - 5, h - bottom), (w - 10, h - bottom), (0, 0, 0), 1)
+    cv2.putText(img, "ms", (10, h - bottom - plot_h // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    for ni, name in enumerate(names):
+        cv2.rectangle(img, (left + ni * 160, h - 40), (left + ni * 160 + 14, h - 26), colors.get(name, (0, 0, 0)), -1)
+        cv2.putText(img, name, (left + ni * 160 + 20, h - 28), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    if "speedup" in results:
+        cv2.putText(img, f"optimized: {results['speedup']['time_per_frame']:.2f}x faster per frame",
+                    (w - 360, h - 28), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write the chart to {path}")
