@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -134,6 +135,9 @@ def _render(args: argparse.Namespace, cfg: Config, source_rgb) -> int:
     from .video import VideoReader
 
     VideoReader(args.camera).close()  # a bad driving video fails before the weights load
+    out_dir = args.output.resolve().parent
+    if not out_dir.is_dir() or not os.access(out_dir, os.W_OK) or args.output.is_dir():
+        raise UserError(f"cannot write {args.output}: {out_dir} is not a writable folder; choose another --output")
     animator = build_animator(cfg, source_rgb)
     summary = render_video(animator, args.camera, args.output, max_frames=args.max_frames, size=cfg.stream.size,
                            with_driving=args.side_by_side, progress=sys.stderr.isatty())

@@ -59,7 +59,8 @@ class VideoReader:
                 yield frame.to_ndarray(format="rgb24"), t
         except av.FFmpegError as e:
             if count == 0:
-                raise VideoError(f"{self.path} is corrupt: no frame could be decoded ({e.strerror or e})") from e
+                raise VideoError(f"{self.path} is corrupt or not a video: no frame could be decoded "
+                                 f"({e.strerror or e}); pass a working video file") from e
             log.warning("%s: decoding stopped after %d frames (%s)", self.path, count, e)
         if count == 0:
             raise VideoError(f"{self.path} holds no decodable video frame; pass a working video file")

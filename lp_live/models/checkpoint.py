@@ -76,13 +76,13 @@ def find_checkpoint_root(root: str | os.PathLike) -> Path:
     if not root.is_dir():
         raise WeightsError(f"weights directory {root} does not exist; pass --weights DIR, "
                            "run `lp-live download-weights`, or use --weights synthetic")
-    for candidate in (root, root / "liveportrait", root / "pretrained_weights" / "liveportrait"):
-        if (candidate / BASE_FILES["appearance_feature_extractor"]).is_file():
-            return candidate
-    candidate = root / "liveportrait" if (root / "liveportrait").is_dir() else root
-    missing = [f for f in CHECKPOINT_FILES if not (candidate / f).is_file()]
-    raise WeightsError(f"{candidate}: missing {', '.join(missing)}; run `lp-live download-weights {root}` "
-                       "or use --weights synthetic")
+    candidates = (root, root / "liveportrait", root / "pretrained_weights" / "liveportrait")
+    base = next((c for c in candidates if (c / "base_models").is_dir()), root)
+    missing = [f for f in CHECKPOINT_FILES if not (base / f).is_file()]
+    if missing:
+        raise WeightsError(f"{base}: missing {', '.join(missing)}; run `lp-live download-weights {root}` "
+                           "or use --weights synthetic")
+    return base
 
 
 def _read(path: Path) -> Mapping[str, object]:
