@@ -53,7 +53,6 @@ def load_inputs(source: Path | None, driving: Path | None, count: int, size: int
     """(source crop, driving crops, description): the given files, ../shared/assets, or synthetic."""
     from .face import SOURCE_CROP, create_detector, crop_face
     from .pipeline import fit_source, read_image
-    from .video import VideoReader
 
     source = source or (SHARED_ASSETS / "s6.jpg" if (SHARED_ASSETS / "s6.jpg").is_file() else None)
     driving = driving or (SHARED_ASSETS / "d0.mp4" if (SHARED_ASSETS / "d0.mp4").is_file() else None)
@@ -70,6 +69,8 @@ def load_inputs(source: Path | None, driving: Path | None, count: int, size: int
         src = synthetic_frames(1, size, seed=1)[0]
         described.append("synthetic source")
     if driving is not None:
+        from .video import VideoReader  # PyAV, imported only when a video is read
+
         frames = []
         with VideoReader(driving) as reader:
             for frame, _ in reader.frames():
@@ -203,9 +204,26 @@ def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
     return result
 
 
+def profile_step(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray], path: Path) -> None:
+    """torch.profiler table of one (already warm) step of `engine`, written to `path`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if engine.device.type == "cuda" else [])
+    with torch.no_grad():
+        state = engine.prepare_source(source)
+        batch = np.stack(frames[:1])
+        _step(engine, state, batch)
+        with profile(activities=activities, record_shapes=False) as prof:
+            _step(engine, state, batch)
+    sort = "cuda_time_total" if engine.device.type == "cuda" else "cpu_time_total"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"one {engine.name} step on {device_name(engine.device)}\n"
+                    + prof.key_averages().table(sort_by=sort, row_limit=40) + "\n")
+
+
 def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int | None = None, batch: int = 1,
         source: Path | None = None, driving: Path | None = None, kernels: bool = False,
-        stages: bool = True) -> dict[str, Any]:
+        stages: bool = True, profile: Path | None = None) -> dict[str, Any]:
     """Measure `modes` on the same inputs and return the results as a JSON-ready dict."""
     device = resolve_device(cfg.engine.device)
     on_cuda = device.type == "cuda"
@@ -240,6 +258,8 @@ def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int
         engine = create_engine(mode, models, device, **kwargs)
         results["modes"][mode] = measure_mode(engine, src, drv, warmup=warmup, timed=timed, batch=batch,
                                               stages=stages)
+        if profile is not None and mode == "optimized":
+            profile_step(engine, src, drv, profile)
         del engine
         if on_cuda:
             torch.cuda.empty_cache()

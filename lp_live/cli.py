@@ -171,6 +171,8 @@ def cmd_bench(argv: list[str]) -> int:
     p.add_argument("--source", type=Path, help="source photo (default: ../shared/assets/s6.jpg if present)")
     p.add_argument("--driving", type=Path, help="driving video (default: ../shared/assets/d0.mp4 if present)")
     p.add_argument("--kernels", action="store_true", help="also time the warping kernels against PyTorch")
+    p.add_argument("--profile", type=Path, metavar="PATH",
+                   help="write a torch.profiler table of one optimized step")
     p.add_argument("--no-stages", dest="stages", action="store_false",
                    help="skip the per-stage pass (it synchronises at stage edges)")
     _add_engine_flags(p)
@@ -181,7 +183,8 @@ def cmd_bench(argv: list[str]) -> int:
         args.weights = "synthetic"  # timings do not depend on weight values; say so in the results
     _apply_engine_flags(cfg, args)
     results = bench.run(cfg, modes=args.modes, frames=args.frames, warmup=args.warmup, batch=args.batch,
-                        source=args.source, driving=args.driving, kernels=args.kernels, stages=args.stages)
+                        source=args.source, driving=args.driving, kernels=args.kernels, stages=args.stages,
+                        profile=args.profile)
     print(bench.format_table(results), file=sys.stderr if args.json == "-" else sys.stdout)
     if args.json == "-":
         print(json.dumps(results, indent=2))
