@@ -1,0 +1,200 @@
+"""`lp-live bench --kernels`: each kernel against the PyTorch path it replaces, and the whole
+warping module with and without the kernels, in one run.
+
+On CUDA (with triton) the kernels are the Triton ones; elsewhere `Backend.AUTO` resolves to
+the PyTorch reference, so the "kernels" column times the reference path (useful to exercise
+the benchmark, not as a speed claim). Times are medians over `repeats` calls after `warmup`
+calls, taken with CUDA events on CUDA and `perf_counter` on CPU.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..models import build
+from ..models.checkpoint import synthetic_state_dict
+from . import reference
+from .backend import Backend, resolve_backend
+from .ops import grid_sample_3d, hourglass_input, pointwise_conv_occlusion, softmax_deformation
+from .warping import warp_with_kernels
+
+NUM_KP = 21
+FEATURE_CHANNELS = 32  # reshape_channel of the official W
+COMPRESSED_CHANNELS = 4
+
+
+def run_kernel_benchmarks(
+    device: str | torch.device = "cuda",
+    dtype: torch.dtype = torch.float32,
+    repeats: int = 50,
+    *,
+    warmup: int = 5,
+    batch: int = 1,
+    size: tuple[int, int, int] = (16, 64, 64),
+    seed: int = 0,
+    warping_module: torch.nn.Module | None = None,
+) -> dict[str, Any]:
+    """Median milliseconds per call, kernel vs PyTorch, and the warping module with and without kernels.
+
+    Args:
+        device: where to run; "cuda" times the Triton kernels.
+        dtype: feature dtype (float32, float16, bfloat16). Coordinates stay float32. For the
+            whole module, a dtype other than float32 runs both paths under `torch.autocast`
+            (as the official half-precision mode does).
+        repeats: timed calls per measurement (median reported).
+        warmup: untimed calls first (Triton compilation, cuDNN autotuning).
+        batch: B.
+        size: (D, H, W) of the feature volume; W needs D = 16 and H, W divisible by 32.
+        seed: for the synthetic inputs.
+        warping_module: the W to time (e.g. with the real weights); None builds one with
+            `synthetic_state_dict` weights.
+
+    Returns a dict: device, dtype, backend ("triton" or "reference"), batch, size, repeats,
+    `kernels` {name: {kernel_ms, torch_ms, speedup, max_abs_diff}} and `warping_module`
+    {kernels_ms, torch_ms, speedup, max_abs_diff} (max_abs_diff of `out`).
+    """
+    device = torch.device(device)
+    d, h, w = size
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (scale * torch.randn(*shape, generator=gen)).to(device)
+
+    feature = randn(batch, FEATURE_CHANNELS, d, h, w).to(dtype)
+    compressed = torch.relu(randn(batch, COMPRESSED_CHANNELS, d, h, w)).to(dtype)
+    kp_source = ((torch.rand(batch, NUM_KP, 3, generator=gen) * 1.6) - 0.8).to(device)
+    kp_driving = kp_source + randn(batch, NUM_KP, 3, scale=0.05)
+    mask_logits = randn(batch, NUM_KP + 1, d, h, w, scale=2.0).to(dtype)
+    deformation = (reference.identity_grid(d, h, w, device) + randn(batch, d, h, w, 3, scale=0.03)).contiguous()
+    hidden = torch.relu(randn(batch, 256, h, w)).to(dtype)
+    occlusion = torch.sigmoid(randn(batch, 1, h, w)).to(dtype)
+
+    module = warping_module
+    if module is None:
+        module = build("warping_module")
+        module.load_state_dict(synthetic_state_dict("warping_module", module), strict=True)
+    module = module.to(device).eval()
+    fourth_weight, fourth_bias = module.fourth.weight.to(dtype), module.fourth.bias.to(dtype)
+
+    slots = NUM_KP + 1
+    repeated = compressed[:, None].expand(batch, slots, *compressed.shape[1:]).reshape(batch * slots, -1, d, h, w)
+    sparse = reference.sparse_motion(reference.identity_grid(d, h, w, device), kp_driving, kp_source)
+    sparse = sparse.reshape(batch * slots, d, h, w, 3)
+
+    def ref_grid_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        return reference.grid_sample_3d(x, grid)  # F.grid_sample (in float32 for fp16/bf16 features)
+
+    cases: dict[str, tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor]]] = {
+        # the final warp: (B, 32, 16, 64, 64) sampled at the deformation
+        "grid_sample_3d (warp)": (
+            lambda: grid_sample_3d(feature, deformation),
+            lambda: ref_grid_sample(feature, deformation),
+        ),
+        # the dense motion's sampler alone, on the materialised repeated volume
+        "grid_sample_3d (22 slots, repeated)": (
+            lambda: grid_sample_3d(repeated, sparse),
+            lambda: ref_grid_sample(repeated, sparse),
+        ),
+        # sparse motions + repeat + sampler + heatmaps + concatenation
+        "hourglass_input": (
+            lambda: hourglass_input(compressed, kp_driving, kp_source),
+            lambda: reference.hourglass_input(compressed, kp_driving, kp_source),
+        ),
+        # softmax over the 22 slots + weighted sum of the 22 grids
+        "softmax_deformation": (
+            lambda: softmax_deformation(mask_logits, kp_driving, kp_source),
+            lambda: reference.softmax_deformation(mask_logits, kp_driving, kp_source),
+        ),
+        # W.fourth (1x1 conv 256->256) + occlusion multiply
+        "pointwise_conv_occlusion": (
+            lambda: pointwise_conv_occlusion(hidden, fourth_weight, fourth_bias, occlusion),
+            lambda: F.conv2d(hidden, fourth_weight, fourth_bias) * occlusion,
+        ),
+    }
+
+    result: dict[str, Any] = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": str(dtype).removeprefix("torch."),
+        "backend": resolve_backend(Backend.AUTO, feature).value,
+        "batch": batch,
+        "size": list(size),
+        "repeats": repeats,
+        "kernels": {},
+    }
+    with torch.inference_mode():
+        for name, (kernel, torch_path) in cases.items():
+            result["kernels"][name] = _compare(kernel, torch_path, device, warmup, repeats)
+
+        compressed_w = module.dense_motion_network.compress_source(feature.float())  # cached per source
+        autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+        def module_path() -> torch.Tensor:
+            with autocast:
+                return module(feature.float(), kp_driving, kp_source, compressed_w)["out"]
+
+        def kernel_path() -> torch.Tensor:
+            with autocast:
+                return warp_with_kernels(module, feature.float(), kp_driving, kp_source, compressed_w)["out"]
+
+        timing = _compare(kernel_path, module_path, device, warmup, repeats)
+        result["warping_module"] = {
+            "kernels_ms": timing["kernel_ms"],
+            "torch_ms": timing["torch_ms"],
+            "speedup": timing["speedup"],
+            "max_abs_diff": timing["max_abs_diff"],
+        }
+    return result
+
+
+def format_kernel_benchmarks(result: dict[str, Any]) -> str:
+    """A plain-text table of `run_kernel_benchmarks`' result."""
+    lines = [
+        f"kernels on {result['device_name']} ({result['device']}), {result['dtype']}, backend {result['backend']}, "
+        f"batch {result['batch']}, volume {'x'.join(map(str, result['size']))}, median of {result['repeats']}",
+        f"{'':38s} {'kernel ms':>10s} {'torch ms':>10s} {'speedup':>8s} {'max |diff|':>11s}",
+    ]
+    rows = [(name, r["kernel_ms"], r["torch_ms"], r["speedup"], r["max_abs_diff"])
+            for name, r in result["kernels"].items()]
+    wm = result["warping_module"]
+    rows.append(("warping module (whole forward)", wm["kernels_ms"], wm["torch_ms"], wm["speedup"], wm["max_abs_diff"]))
+    lines += [f"{n:38s} {k:10.3f} {t:10.3f} {s:7.2f}x {e:11.2e}" for n, k, t, s, e in rows]
+    return "\n".join(lines)
+
+
+def _compare(
+    kernel: Callable[[], torch.Tensor], torch_path: Callable[[], torch.Tensor], device: torch.device,
+    warmup: int, repeats: int,
+) -> dict[str, float]:
+    diff = (kernel().float() - torch_path().float()).abs().max().item()  # also the first warm-up call
+    warmup = max(warmup - 1, 0)
+    kernel_ms = _median_ms(kernel, device, warmup, repeats)
+    torch_ms = _median_ms(torch_path, device, warmup, repeats)
+    return {"kernel_ms": kernel_ms, "torch_ms": torch_ms, "speedup": torch_ms / kernel_ms, "max_abs_diff": diff}
+
+
+def _median_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        for _ in range(repeats):
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)

@@ -1,0 +1,297 @@
+"""The kernels' public functions: argument checks, then Triton or the PyTorch reference.
+
+Every function takes `backend=` (`Backend.AUTO`: Triton for CUDA tensors when triton imports,
+else the reference; `Backend.REFERENCE` forces PyTorch; `Backend.TRITON` forces Triton, in its
+interpreter for CPU tensors). Coordinates, keypoints and the deformation are float32;
+features keep their dtype (float32, float16 or bfloat16) and are accumulated in float32.
+
+Under `torch.compile` each function is recorded as one opaque custom op (`torch.ops.lp_live.*`),
+so graphs with `fullgraph=True` and CUDA graphs can contain them; called eagerly, they skip
+the custom-op dispatch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models.warping import KP_VARIANCE
+from . import reference
+from .backend import Backend, resolve_backend, triton_module
+
+FEATURE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_INT32_MAX = 2**31 - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# public functions
+# ---------------------------------------------------------------------------------------------
+def grid_sample_3d(input: torch.Tensor, grid: torch.Tensor, *, backend: Backend | str = Backend.AUTO) -> torch.Tensor:
+    """F.grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False) on 5-D inputs.
+
+    Args:
+        input: (N, C, D, H, W) features, float32/float16/bfloat16.
+        grid: (N, Do, Ho, Wo, 3) coordinates (x, y, z), used in float32 whatever its dtype.
+        backend: see the module docstring.
+
+    Returns (N, C, Do, Ho, Wo) in input's dtype.
+    """
+    _check_features("input", input, 5)
+    if grid.dim() != 5 or grid.shape[-1] != 3 or grid.shape[0] != input.shape[0]:
+        raise ValueError(f"grid shape {tuple(grid.shape)} != ({input.shape[0]}, Do, Ho, Wo, 3) for input "
+                         f"{tuple(input.shape)}")
+    _check_devices(input, grid)
+    if torch.compiler.is_compiling():
+        return torch.ops.lp_live.grid_sample_3d(input, grid, Backend(backend).value)
+    return _grid_sample_3d(input, grid, backend)
+
+
+def hourglass_input(
+    compressed: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor, *,
+    backend: Backend | str = Backend.AUTO,
+) -> torch.Tensor:
+    """The dense-motion hourglass input: heatmaps and deformed features of the K+1 slots, fused.
+
+    Slot 0 is the background (zero heatmap, compressed volume sampled at the identity grid);
+    slot k >= 1 has heatmap gauss(kd_k) - gauss(ks_k) and the volume sampled at
+    grid - kd_k + ks_k. The repeated (B*(K+1), C, D, H, W) volume is never built.
+
+    Args:
+        compressed: (B, C, D, H, W), `DenseMotionNetwork.compress_source` output (C = 4);
+            D, H, W >= 2 (the identity grid divides by n - 1, as in the model).
+        kp_driving, kp_source: (B, K, 3) keypoints (float32).
+
+    Returns (B, (K+1)*(C+1), D, H, W) in compressed's dtype; channel k*(C+1) is slot k's heatmap,
+    channels k*(C+1)+1 .. k*(C+1)+C its deformed features (110 channels for K = 21, C = 4).
+    """
+    _check_features("compressed", compressed, 5)
+    _check_keypoints(kp_driving, kp_source, compressed.shape[0])
+    _check_devices(compressed, kp_driving, kp_source)
+    if torch.compiler.is_compiling():
+        return torch.ops.lp_live.hourglass_input(compressed, kp_driving, kp_source, Backend(backend).value)
+    return _hourglass_input(compressed, kp_driving, kp_source, backend)
+
+
+def deformation(
+    mask: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor, *, backend: Backend | str = Backend.AUTO
+) -> torch.Tensor:
+    """sum_k mask_k * sparse_motion_k without building the (B, K+1, D, H, W, 3) sparse motions.
+
+    Args:
+        mask: (B, K+1, D, H, W) softmax weights over the slots (any float dtype; read as float32).
+        kp_driving, kp_source: (B, K, 3).
+
+    Returns the deformation (B, D, H, W, 3), float32, last axis (x, y, z).
+    """
+    _check_mask(mask, kp_driving, kp_source)
+    if torch.compiler.is_compiling():
+        return torch.ops.lp_live.deformation(mask, kp_driving, kp_source, False, Backend(backend).value)
+    return _deformation(mask, kp_driving, kp_source, False, backend)
+
+
+def softmax_deformation(
+    mask_logits: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor, *,
+    backend: Backend | str = Backend.AUTO,
+) -> torch.Tensor:
+    """`deformation` of softmax(mask_logits, dim=1), the softmax computed in float32 inside the kernel.
+
+    Args:
+        mask_logits: (B, K+1, D, H, W), the `DenseMotionNetwork.mask` conv output.
+        kp_driving, kp_source: (B, K, 3).
+
+    Returns (B, D, H, W, 3) float32. The mask itself is not returned (W does not output it).
+    """
+    _check_mask(mask_logits, kp_driving, kp_source)
+    if torch.compiler.is_compiling():
+        return torch.ops.lp_live.deformation(mask_logits, kp_driving, kp_source, True, Backend(backend).value)
+    return _deformation(mask_logits, kp_driving, kp_source, True, backend)
+
+
+def pointwise_conv_occlusion(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, occlusion: torch.Tensor, *,
+    backend: Backend | str = Backend.AUTO,
+) -> torch.Tensor:
+    """(conv1x1(x, weight) + bias) * occlusion in one pass: WarpingNetwork's `fourth` and occlusion multiply.
+
+    The occlusion multiply cannot move into the warp's sampler (the 3x3 `third` conv, its
+    BatchNorm and LeakyReLU, and `fourth`'s bias come between), so it is fused here, into the
+    epilogue of `fourth`, after the bias, as in the official order. With float32 inputs on
+    CUDA the product uses TF32 exactly when `torch.backends.cudnn.allow_tf32` is set (as the
+    cuDNN conv it replaces would).
+
+    Args:
+        x: (B, Cin, H, W), float32/float16/bfloat16.
+        weight: (Cout, Cin, 1, 1) or (Cout, Cin); cast to x's dtype.
+        bias: (Cout,) or None.
+        occlusion: (B, 1, H, W) occlusion map.
+
+    Returns (B, Cout, H, W) in x's dtype.
+    """
+    _check_features("x", x, 4)
+    b, cin, h, w = x.shape
+    if weight.dim() not in (2, 4) or weight.shape[1] != cin or (weight.dim() == 4 and weight.shape[2:] != (1, 1)):
+        raise ValueError(f"weight shape {tuple(weight.shape)} != (Cout, {cin}, 1, 1) or (Cout, {cin})")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"bias shape {tuple(bias.shape)} != ({weight.shape[0]},)")
+    if tuple(occlusion.shape) != (b, 1, h, w):
+        raise ValueError(f"occlusion shape {tuple(occlusion.shape)} != {(b, 1, h, w)}")
+    _check_devices(x, weight, occlusion, *(() if bias is None else (bias,)))
+    weight = weight.reshape(weight.shape[0], cin)
+    if torch.compiler.is_compiling():
+        return torch.ops.lp_live.pointwise_conv_occlusion(x, weight, bias, occlusion, Backend(backend).value)
+    return _pointwise_conv_occlusion(x, weight, bias, occlusion, backend)
+
+
+# ---------------------------------------------------------------------------------------------
+# implementations
+# ---------------------------------------------------------------------------------------------
+def _grid_sample_3d(input: torch.Tensor, grid: torch.Tensor, backend: Backend | str) -> torch.Tensor:
+    if resolve_backend(backend, input, grid) is Backend.REFERENCE:
+        return reference.grid_sample_3d(input, grid)
+    n, c, d, h, w = input.shape
+    out_voxels = grid.shape[1] * grid.shape[2] * grid.shape[3]
+    if n == 0 or c == 0 or out_voxels == 0:
+        return input.new_zeros((n, c, *grid.shape[1:4]))
+    _check_int32(c * d * h * w, c * out_voxels)
+    return triton_module(input.device).grid_sample_3d(input.contiguous(), grid.float().contiguous())
+
+
+def _hourglass_input(
+    compressed: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor, backend: Backend | str
+) -> torch.Tensor:
+    if resolve_backend(backend, compressed, kp_driving, kp_source) is Backend.REFERENCE:
+        return reference.hourglass_input(compressed, kp_driving, kp_source)
+    b, c, d, h, w = compressed.shape
+    k = kp_driving.shape[1]
+    if compressed.numel() == 0:
+        return compressed.new_zeros((b, (k + 1) * (c + 1), d, h, w))
+    _check_int32((k + 1) * (c + 1) * d * h * w)
+    identity = reference.identity_grid(d, h, w, compressed.device)
+    return triton_module(compressed.device).hourglass_input(
+        compressed.contiguous(), kp_driving.float().contiguous(), kp_source.float().contiguous(), identity,
+        KP_VARIANCE,
+    )
+
+
+def _deformation(
+    mask: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor, softmax: bool, backend: Backend | str
+) -> torch.Tensor:
+    if resolve_backend(backend, mask, kp_driving, kp_source) is Backend.REFERENCE:
+        fn = reference.softmax_deformation if softmax else reference.deformation
+        return fn(mask, kp_driving, kp_source)
+    b, slots, d, h, w = mask.shape
+    if mask.numel() == 0:
+        return torch.zeros((b, d, h, w, 3), dtype=torch.float32, device=mask.device)
+    _check_int32(slots * d * h * w, 3 * d * h * w)
+    identity = reference.identity_grid(d, h, w, mask.device)
+    return triton_module(mask.device).deformation(
+        mask.contiguous(), kp_driving.float().contiguous(), kp_source.float().contiguous(), identity, softmax
+    )
+
+
+def _pointwise_conv_occlusion(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, occlusion: torch.Tensor, backend: Backend | str
+) -> torch.Tensor:
+    if resolve_backend(backend, x, weight, occlusion) is Backend.REFERENCE:
+        return reference.pointwise_conv_occlusion(x, weight[:, :, None, None], bias, occlusion)
+    b, cin, h, w = x.shape
+    cout = weight.shape[0]
+    if x.numel() == 0 or cout == 0:
+        return x.new_zeros((b, cout, h, w))
+    _check_int32(max(cin, cout) * h * w)
+    if bias is None:
+        bias = torch.zeros(cout, dtype=torch.float32, device=x.device)
+    # tf32 only for float32 operands on CUDA, following cuDNN's switch; the CPU conv is exact
+    tf32 = x.dtype != torch.float32 or (x.is_cuda and torch.backends.cudnn.allow_tf32)
+    return triton_module(x.device).pointwise_conv_occlusion(
+        x.contiguous(), weight.to(x.dtype).contiguous(), bias.contiguous(), occlusion.contiguous(),
+        "tf32" if tf32 else "ieee",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# checks
+# ---------------------------------------------------------------------------------------------
+def _check_features(name: str, t: torch.Tensor, dims: int) -> None:
+    if t.dim() != dims:
+        raise ValueError(f"{name} must be {dims}-D, got shape {tuple(t.shape)}")
+    if t.dtype not in FEATURE_DTYPES:
+        raise TypeError(f"{name} dtype {t.dtype} not in {FEATURE_DTYPES}")
+
+
+def _check_keypoints(kp_driving: torch.Tensor, kp_source: torch.Tensor, batch: int) -> None:
+    if kp_driving.dim() != 3 or kp_driving.shape[0] != batch or kp_driving.shape[2] != 3:
+        raise ValueError(f"kp_driving shape {tuple(kp_driving.shape)} != ({batch}, K, 3)")
+    if kp_source.shape != kp_driving.shape:
+        raise ValueError(f"kp_source shape {tuple(kp_source.shape)} != kp_driving shape {tuple(kp_driving.shape)}")
+
+
+def _check_mask(mask: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> None:
+    if mask.dim() != 5 or not mask.is_floating_point():
+        raise ValueError(f"mask must be a 5-D float tensor (B, K+1, D, H, W), got {mask.dtype} {tuple(mask.shape)}")
+    _check_keypoints(kp_driving, kp_source, mask.shape[0])
+    if mask.shape[1] != kp_driving.shape[1] + 1:
+        raise ValueError(f"mask has {mask.shape[1]} slots, expected K+1 = {kp_driving.shape[1] + 1}")
+    _check_devices(mask, kp_driving, kp_source)
+
+
+def _check_devices(*tensors: torch.Tensor) -> None:
+    devices = {t.device for t in tensors}
+    if len(devices) > 1:
+        raise ValueError(f"tensors on different devices: {sorted(map(str, devices))}")
+
+
+def _check_int32(*counts: int) -> None:
+    # the kernels index within one batch item in int32
+    if max(counts) > _INT32_MAX:
+        raise ValueError(f"a per-sample tensor has {max(counts)} elements; the Triton kernels index with int32")
+
+
+# ---------------------------------------------------------------------------------------------
+# custom ops: what torch.compile records
+# ---------------------------------------------------------------------------------------------
+@torch.library.custom_op("lp_live::grid_sample_3d", mutates_args=())
+def _grid_sample_3d_op(input: torch.Tensor, grid: torch.Tensor, backend: str) -> torch.Tensor:
+    return _grid_sample_3d(input, grid, backend)
+
+
+@_grid_sample_3d_op.register_fake
+def _(input: torch.Tensor, grid: torch.Tensor, backend: str) -> torch.Tensor:
+    return input.new_empty((input.shape[0], input.shape[1], *grid.shape[1:4]))
+
+
+@torch.library.custom_op("lp_live::hourglass_input", mutates_args=())
+def _hourglass_input_op(
+    compressed: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor, backend: str
+) -> torch.Tensor:
+    return _hourglass_input(compressed, kp_driving, kp_source, backend)
+
+
+@_hourglass_input_op.register_fake
+def _(compressed: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor, backend: str) -> torch.Tensor:
+    b, c, d, h, w = compressed.shape
+    return compressed.new_empty((b, (kp_driving.shape[1] + 1) * (c + 1), d, h, w))
+
+
+@torch.library.custom_op("lp_live::deformation", mutates_args=())
+def _deformation_op(
+    mask: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor, softmax: bool, backend: str
+) -> torch.Tensor:
+    return _deformation(mask, kp_driving, kp_source, softmax, backend).contiguous()
+
+
+@_deformation_op.register_fake
+def _(mask: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor, softmax: bool, backend: str):
+    b, _, d, h, w = mask.shape
+    return mask.new_empty((b, d, h, w, 3), dtype=torch.float32)
+
+
+@torch.library.custom_op("lp_live::pointwise_conv_occlusion", mutates_args=())
+def _pointwise_conv_occlusion_op(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, occlusion: torch.Tensor, backend: str
+) -> torch.Tensor:
+    return _pointwise_conv_occlusion(x, weight, bias, occlusion, backend)
+
+
+@_pointwise_conv_occlusion_op.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, occlusion: torch.Tensor, backend: str):
+    return x.new_empty((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]))

@@ -1,0 +1,75 @@
+"""PyTorch reference for every kernel: the same ops, in the same order, as `lp_live.models.warping`.
+
+Used on CPU, where triton is missing, and as the ground truth in the tests. Coordinates are
+float32; low-precision features are sampled in float32 and rounded once at the end.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from ..models.warping import kp2gaussian, make_coordinate_grid
+
+
+@lru_cache(maxsize=16)
+def identity_grid(depth: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """The float32 (D, H, W, 3) grid of `make_coordinate_grid`, built once per size and device.
+
+    Build it before any CUDA-graph capture (a warm-up call does): a tensor first made while
+    capturing would live in the graph's memory pool.
+    """
+    with torch.inference_mode(False):  # usable outside inference mode too
+        return make_coordinate_grid(depth, height, width, dtype=torch.float32, device=device)
+
+
+def grid_sample_3d(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """F.grid_sample (trilinear, zeros, align_corners=False) in float32, returned in input's dtype."""
+    sampled = F.grid_sample(
+        input.float(), grid.float(), mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    return sampled.to(input.dtype)
+
+
+def sparse_motion(grid: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
+    """(B, K+1, D, H, W, 3): the identity grid, then grid - kd_k + ks_k (DenseMotionNetwork.sparse_motion)."""
+    b = kp_driving.shape[0]
+    motions = grid - kp_driving[:, :, None, None, None, :] + kp_source[:, :, None, None, None, :]
+    return torch.cat([grid.expand(b, 1, *grid.shape), motions], dim=1)
+
+
+def hourglass_input(compressed: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
+    """(B, (K+1)*(C+1), D, H, W): per slot [heatmap, C deformed channels], slot 0 the background."""
+    b, c, d, h, w = compressed.shape
+    grid = identity_grid(d, h, w, compressed.device)
+    kp_driving, kp_source = kp_driving.float(), kp_source.float()
+    sparse = sparse_motion(grid, kp_driving, kp_source)
+    slots = sparse.shape[1]
+    repeated = compressed[:, None].expand(b, slots, c, d, h, w).reshape(b * slots, c, d, h, w)
+    deformed = grid_sample_3d(repeated, sparse.reshape(b * slots, d, h, w, 3)).reshape(b, slots, c, d, h, w)
+    heat = kp2gaussian(kp_driving, grid) - kp2gaussian(kp_source, grid)
+    heat = torch.cat([heat.new_zeros(b, 1, d, h, w), heat], dim=1).unsqueeze(2).to(compressed.dtype)
+    return torch.cat([heat, deformed], dim=2).reshape(b, slots * (c + 1), d, h, w)
+
+
+def deformation(mask: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
+    """(B, D, H, W, 3) float32: the mask-weighted sum of the K+1 sparse motions."""
+    d, h, w = mask.shape[2:]
+    sparse = sparse_motion(identity_grid(d, h, w, mask.device), kp_driving.float(), kp_source.float())
+    weighted = (sparse.permute(0, 1, 5, 2, 3, 4) * mask.float().unsqueeze(2)).sum(dim=1)
+    return weighted.permute(0, 2, 3, 4, 1)
+
+
+def softmax_deformation(mask_logits: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
+    """`deformation` of the float32 softmax over the K+1 slots of the mask conv's output."""
+    return deformation(F.softmax(mask_logits.float(), dim=1), kp_driving, kp_source)
+
+
+def pointwise_conv_occlusion(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, occlusion: torch.Tensor
+) -> torch.Tensor:
+    """(conv1x1(x) + bias) * occlusion, in x's dtype: WarpingNetwork's `fourth` and occlusion steps."""
+    bias = None if bias is None else bias.to(x.dtype)
+    return (F.conv2d(x, weight.to(x.dtype), bias) * occlusion).to(x.dtype)
