@@ -273,7 +273,11 @@ def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int
     if kernels:
         from .kernels.bench import run_kernel_benchmarks
 
-        results["kernels"] = run_kernel_benchmarks(device)
+        # fp16 on CUDA, as the optimized engine runs W there; fp32 elsewhere (the reference path)
+        dtype = torch.float16 if on_cuda else torch.float32
+        results["kernels"] = run_kernel_benchmarks(device, dtype, repeats=50 if on_cuda else 3,
+                                                   warmup=5 if on_cuda else 1, batch=batch,
+                                                   warping_module=models.warping_module)
     return results
 
 
@@ -321,8 +325,9 @@ def format_table(results: dict[str, Any]) -> str:
     ]
     lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     if "kernels" in results:
-        lines.append("kernels: " + ", ".join(f"{k}: {v}" for k, v in results["kernels"].items()
-                                             if not isinstance(v, dict)))
+        from .kernels.bench import format_kernel_benchmarks
+
+        lines += ["", format_kernel_benchmarks(results["kernels"])]
     return "\n".join(lines)
 
 
