@@ -54,6 +54,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("baseline", "optimized"), help="engine to start with (default: optimized)")
     p.add_argument("--max-frames", type=int, help="stop after N driving frames")
     p.add_argument("--stats-json", type=Path, help="write final FPS, latency percentiles, drops, mode switches")
+    p.add_argument("--loop", action="store_true", help="play a video file used as a camera in a loop")
     p.add_argument("--list-cameras", action="store_true", help="list camera indices that open, then exit")
     p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=None,
                    help="paste the animated face into the full photo (default: on)")
@@ -99,8 +100,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="lp-live: %(levelname)s: %(message)s")
+    logging.getLogger("lp_live").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def cmd_run(argv: list[str]) -> int:
@@ -120,11 +121,13 @@ def cmd_run(argv: list[str]) -> int:
     offline = args.output is not None and args.sink is None
     if offline:
         return _render(args, cfg, source_rgb)
-    animator = build_animator(cfg, source_rgb)
     from .stream import run_live
 
-    stats = run_live(animator, args.camera, cfg.stream, max_frames=args.max_frames, stats_json=args.stats_json,
-                     output=args.output)
+    # Live runs report what they picked (sinks, calibration) as they go.
+    logging.getLogger("lp_live").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # Built in the inference thread, where all device state (CUDA graphs, streams) must live.
+    stats = run_live(lambda: build_animator(cfg, source_rgb), args.camera, cfg.stream, max_frames=args.max_frames,
+                     stats_json=args.stats_json, output=args.output, loop=args.loop)
     print(stats.summary())
     return 0
 
@@ -216,9 +219,7 @@ def cmd_doctor(argv: list[str]) -> int:
     from .doctor import print_report, run_checks
 
     argparse.ArgumentParser(prog="lp-live doctor", description="Check what lp-live can use here.").parse_args(argv)
-    checks = run_checks()
-    print_report(checks)
-    return 0
+    return 0 if print_report(run_checks()) else 1
 
 
 COMMANDS = {"bench": cmd_bench, "download-weights": cmd_download, "doctor": cmd_doctor}

@@ -79,7 +79,7 @@ def render_video(
                     image = side_by_side(frame, image)
                 writer.write(fit_size(image, size))
                 bar.update()
-                log.info("frame %d%s rendered", index + 1, f"/{total}" if total else "")
+                log.debug("frame %d%s rendered", index + 1, f"/{total}" if total else "")
         except KeyboardInterrupt:
             interrupted = True
             log.warning("interrupted: keeping the %d frames rendered so far", writer.frames_written)

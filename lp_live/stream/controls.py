@@ -1,0 +1,193 @@
+"""Hotkeys: one `Controls` object that the preview window, the terminal and tests press keys on.
+
+Presses are queued under a lock and applied by the inference thread before its next frame
+(`apply`), so a switch takes effect on the next frame and never in the middle of one. Both
+`press` and `apply` return the `perf_counter()` time taken under that lock: a frame whose
+`apply` time is after a press's time was produced with that press applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import sys
+import threading
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+KEYS = {
+    "b": "toggle baseline/optimized engine",
+    "r": "re-anchor the neutral pose at the current driving frame",
+    "p": "toggle paste-back",
+    "s": "toggle stitching",
+    "m": "toggle mirror",
+    "h": "toggle HUD",
+    "q": "quit (also Esc)",
+}
+ESC = "\x1b"
+
+
+class Controls:
+    """Requested changes from hotkeys, applied to the Animator by the inference thread.
+
+    Args:
+        mirror: flip the driving frame horizontally (selfie view).
+        hud: draw the HUD on the sinks that show it.
+
+    `quit` is set by q or Esc, and `on_quit` (if set; run_live sets its stop event) is called.
+    """
+
+    def __init__(self, *, mirror: bool = False, hud: bool = True) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[str] = []
+        self.mirror = mirror
+        self.hud = hud
+        self.quit = threading.Event()
+        self.mode_switches = 0
+        self.on_quit: Any = None
+
+    def press(self, key: str) -> float:
+        """Request the action of `key` (one of KEYS or Esc); unknown keys are ignored."""
+        key = key.lower() if key != ESC else key
+        with self._lock:
+            t = time.perf_counter()
+            if key in ("q", ESC):
+                self.quit.set()
+                if self.on_quit is not None:
+                    self.on_quit()
+            elif key == "h":
+                self.hud = not self.hud  # drawn by the sinks: no engine change to wait for
+            elif key in KEYS:
+                self._pending.append(key)
+            return t
+
+    def apply(self, animator: Any) -> float:
+        """Apply the pending presses to `animator` (inference thread only); returns the time
+        the pending list was taken."""
+        with self._lock:
+            t = time.perf_counter()
+            pending, self._pending = self._pending, []
+        for key in pending:
+            if key == "b":
+                modes = tuple(animator.modes)
+                if len(modes) < 2:
+                    log.info("only the %s engine is loaded; start with both to toggle", animator.mode)
+                    continue
+                new = modes[(modes.index(animator.mode) + 1) % len(modes)]
+                animator.set_mode(new)
+                self.mode_switches += 1
+                log.info("engine: %s", new)
+            elif key == "r":
+                animator.reanchor()
+                log.info("re-anchored: the next driving frame is the neutral pose")
+            elif key == "p":
+                animator.paste_back = not animator.paste_back
+            elif key == "s":
+                animator.options.stitching = not animator.options.stitching
+            elif key == "m":
+                self.mirror = not self.mirror
+        return t
+
+
+def key_from_code(code: int) -> str | None:
+    """A cv2.waitKey code as a key string (None for no key)."""
+    if code < 0:
+        return None
+    code &= 0xFF
+    if code == 27:
+        return ESC
+    return chr(code) if 32 <= code < 127 else None
+
+
+class TerminalKeys:
+    """Hotkeys from the terminal while there is no window.
+
+    Only when `stream` is a TTY of the foreground process group: it is put in cbreak mode (keys
+    arrive without Enter, no echo, Ctrl-C still interrupts) and restored on exit. On Windows the
+    console is read with msvcrt. Otherwise this does nothing.
+    """
+
+    def __init__(self, controls: Controls, stream: Any = None) -> None:
+        self.controls = controls
+        self.stream = stream if stream is not None else sys.stdin
+        self.active = False
+        self._saved = None
+        self._fd: int | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _usable(self) -> bool:
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            return False
+        if not os.isatty(fd):
+            return False
+        if sys.platform != "win32":
+            try:
+                if os.tcgetpgrp(fd) != os.getpgrp():
+                    return False  # a background job: changing the terminal would stop us (SIGTTOU)
+            except OSError:
+                pass  # not our controlling terminal: no job control to fear
+        self._fd = fd
+        return True
+
+    def __enter__(self) -> TerminalKeys:
+        if not self._usable():
+            return self
+        if sys.platform == "win32":
+            target = self._read_windows
+        else:
+            import termios
+            import tty
+
+            self._saved = termios.tcgetattr(self._fd)
+            tty.setcbreak(self._fd)
+            target = self._read_posix
+        self.active = True
+        self._thread = threading.Thread(target=target, name="lp-live-keys", daemon=True)
+        self._thread.start()
+        return self
+
+    def _read_posix(self) -> None:
+        fd = self._fd
+        while not self._done.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if not ready:
+                continue
+            data = os.read(fd, 1)
+            if not data:
+                return
+            ch = data.decode(errors="ignore")
+            if ch == ESC and select.select([fd], [], [], 0.03)[0]:
+                os.read(fd, 16)  # an escape sequence (arrow key), not Esc alone
+                continue
+            if ch:
+                self.controls.press(ch)
+
+    def _read_windows(self) -> None:  # pragma: no cover - Windows only
+        import msvcrt
+
+        while not self._done.is_set():
+            if msvcrt.kbhit():
+                ch = msvcrt.getwch()
+                if ch in ("\x00", "\xe0"):
+                    msvcrt.getwch()  # a function/arrow key
+                    continue
+                self.controls.press(ch)
+            else:
+                self._done.wait(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        if self._saved is not None:
+            import termios
+
+            termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+            self._saved = None
+        self.active = False

@@ -1,0 +1,170 @@
+"""The heads-up display: measured figures drawn on a copy of the output frame with OpenCV.
+
+`hud_lines` turns a `HudInfo` (every figure measured in this run, None until measured) into
+text; `draw_hud` draws it top-left on a dark panel, and the hotkey help line at the bottom.
+GPU memory and utilisation come from NVML (`pynvml`, imported on first use) when present.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+HELP_LINE = "b base/opt  r re-anchor  p paste-back  s stitching  m mirror  h HUD  q quit"
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+@dataclass
+class GpuStatus:
+    memory_used_gb: float
+    memory_total_gb: float
+    utilization_pct: int
+
+
+@dataclass
+class HudInfo:
+    """What the HUD shows; None means "not measured yet" and is drawn as "--"."""
+
+    mode: str
+    output_fps: float | None
+    inference_fps: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    dropped: int
+    weights: str
+    device: str
+    gpu: GpuStatus | None
+    speed_ratio: float | None
+    modes: tuple[str, ...]
+    paste_back: bool
+    stitching: bool
+    mirror: bool
+    face_found: bool
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "--" if value is None else format(value, fmt)
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def hud_lines(info: HudInfo) -> list[str]:
+    """The HUD text, one string per line (the help line is separate: HELP_LINE)."""
+    lines = [
+        f"{info.mode}  out {_num(info.output_fps, '.1f')} fps  infer {_num(info.inference_fps, '.1f')} fps",
+        f"latency p50 {_num(info.latency_p50_ms, '.0f')} ms  p95 {_num(info.latency_p95_ms, '.0f')} ms"
+        f"  dropped {info.dropped}",
+    ]
+    if info.gpu is not None:
+        g = info.gpu
+        lines.append(f"GPU {g.memory_used_gb:.1f}/{g.memory_total_gb:.1f} GB  {g.utilization_pct}%"
+                     f"  weights {info.weights}")
+    else:
+        lines.append(f"{info.device}  weights {info.weights}")
+    if "baseline" in info.modes and "optimized" in info.modes:
+        lines.append(f"optimized {_num(info.speed_ratio, '.2f')}x baseline (this run)")
+    else:
+        lines.append(f"only {'/'.join(info.modes)} loaded: no speed ratio")
+    state = f"paste-back {_on(info.paste_back)}  stitching {_on(info.stitching)}  mirror {_on(info.mirror)}"
+    lines.append(state if info.face_found else state + "  NO FACE")
+    return lines
+
+
+def _scale(width: int) -> float:
+    return float(np.clip(width / 1100.0, 0.35, 1.0))
+
+
+def draw_hud(image: np.ndarray, lines: list[str], help_line: str | None = HELP_LINE) -> np.ndarray:
+    """A copy of `image` (H, W, 3 RGB uint8) with `lines` top-left and `help_line` at the bottom."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    scale = _scale(w)
+    thickness = 1
+    (_, text_h), baseline = cv2.getTextSize("Ag", FONT, scale, thickness)
+    step = text_h + baseline + max(2, int(4 * scale))
+    pad = max(3, int(6 * scale))
+
+    def panel(texts: list[str], x: int, y: int) -> None:
+        width = max(cv2.getTextSize(t, FONT, scale, thickness)[0][0] for t in texts) + 2 * pad
+        height = step * len(texts) + pad
+        x1, y1 = min(w, x + width), min(h, y + height)
+        region = out[y:y1, x:x1]
+        region[:] = (region.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken to 40%
+        for i, t in enumerate(texts):
+            org = (x + pad, y + pad + text_h + i * step)
+            cv2.putText(out, t, org, FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+
+    if lines:
+        panel(lines, 0, 0)
+    if help_line:
+        panel([help_line], 0, max(0, h - step - pad))
+    return out
+
+
+class GpuMonitor:
+    """GPU memory and utilisation from NVML for one CUDA device, read at most every `period` s.
+
+    `read()` returns None when the device is not CUDA or NVML is unavailable (no driver, no
+    pynvml); the reason is in `unavailable`.
+    """
+
+    def __init__(self, device: object, period: float = 0.5) -> None:
+        self.device = str(device)
+        self.period = period
+        self.unavailable: str | None = None
+        self._handle = None
+        self._nvml = None
+        self._last: tuple[float, GpuStatus | None] = (-1e9, None)
+        self._lock = threading.Lock()
+        if not self.device.startswith("cuda"):
+            self.unavailable = f"device {self.device}"
+
+    def _nvml_index(self) -> int:
+        index = int(self.device.split(":")[1]) if ":" in self.device else 0
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        ids = [v.strip() for v in visible.split(",") if v.strip()]
+        if ids and all(v.isdigit() for v in ids) and index < len(ids):
+            return int(ids[index])  # torch's cuda:N is the N-th visible device
+        return index
+
+    def _open(self) -> None:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(self._nvml_index())
+            self._nvml = pynvml
+        except Exception as e:  # ImportError or any NVMLError: the HUD simply shows no GPU line
+            self.unavailable = f"NVML unavailable ({type(e).__name__}: {e})"
+            log.debug("HUD: %s", self.unavailable)
+
+    def read(self) -> GpuStatus | None:
+        with self._lock:
+            if self.unavailable:
+                return None
+            now = time.monotonic()
+            if now - self._last[0] < self.period:
+                return self._last[1]
+            if self._handle is None:
+                self._open()
+                if self.unavailable:
+                    return None
+            try:
+                mem = self._nvml.nvmlDeviceGetMemoryInfo(self._handle)
+                util = self._nvml.nvmlDeviceGetUtilizationRates(self._handle)
+                status = GpuStatus(mem.used / 1e9, mem.total / 1e9, int(util.gpu))
+            except Exception as e:  # NVMLError: e.g. the GPU fell off the bus; stop asking
+                self.unavailable = f"NVML read failed ({e})"
+                return None
+            self._last = (now, status)
+            return status

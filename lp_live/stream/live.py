@@ -1,0 +1,449 @@
+"""The live path: a capture thread, an inference thread and one thread per sink.
+
+    camera ──CaptureThread──▶ [capture queue, 1] ──InferenceThread──▶ [sink queue, 1] ──▶ sink
+                                                                  └──▶ [sink queue, 1] ──▶ sink ...
+
+Every queue holds one frame and the newest frame wins: when the engine is slower than the
+camera, or a sink slower than the engine, stale frames are dropped and counted instead of
+waiting, so latency stays bounded. Each sink has its own thread (the preview window uses the
+calling thread, as GUI toolkits require), so no stage waits on another's slow sink. The
+inference thread owns the Animator: all device work, graphs and streams happen there.
+
+Shutdown flows downstream on end of input or the frame limit (each stage closes its output
+queue and the next one drains it), and everywhere at once through one stop Event on q/Esc,
+Ctrl-C, a closed window, a fatal error or when no sink is left. Every sink is closed on every
+path; the file sink flushes its encoder when closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..config import StreamConfig
+from .capture import CapturedFrame, CaptureThread, FrameSource, open_source
+from .controls import Controls, TerminalKeys
+from .hud import GpuMonitor, HudInfo, draw_hud, hud_lines
+from .metrics import LiveMetrics, LiveStats
+from .queues import LatestQueue, QueueClosed
+from .sinks import Sink, WindowSink, resolve_sinks
+
+log = logging.getLogger(__name__)
+
+GET_TIMEOUT_S = 0.1  # how long a consumer waits for a frame before checking the stop event
+JOIN_TIMEOUT_S = 10.0  # shutdown: how long to wait for a stage to finish its current frame
+PRIMARY_ORDER = ("window", "virtualcam", "file", "null")
+
+
+class Animator(Protocol):
+    """What the live path needs from `lp_live.pipeline.Animator`."""
+
+    modes: tuple[str, ...]
+    mode: str
+    paste_back: bool
+    options: Any  # AnimateOptions; `stitching` is toggled
+    weights_kind: str
+    device: Any
+
+    def set_mode(self, mode: str) -> None: ...
+
+    def reanchor(self) -> None: ...
+
+    def process(self, frame_rgb: np.ndarray, timestamp: float | None = None) -> Any:
+        """-> AnimatedFrame(image, face_found, mode); `timestamp` (s) drives the motion filter."""
+
+
+@dataclass
+class OutputFrame:
+    """An animated frame on its way to the sinks."""
+
+    seq: int  # the driving frame's capture number
+    t_capture: float  # perf_counter() when the driving frame was read
+    image: np.ndarray  # (H, W, 3) RGB uint8; shared by all sinks, never modified in place
+    mode: str  # the engine that produced it
+    face_found: bool
+    t_controls: float  # perf_counter() when the hotkeys applied to this frame were taken
+    inference_ms: float
+    calibration: bool = False
+
+
+class InferenceThread(threading.Thread):
+    """Runs the Animator on the newest driving frame and hands the result to every sink queue.
+
+    Before the first frame it builds the Animator when given a factory (so that all device
+    state is created in this thread) and, when two engines are loaded, calibrates: it times
+    `calibrate_frames` frames in each mode (after one untimed warm-up frame per mode) so that
+    the HUD's speed ratio is measured from the start. Hotkeys are applied before each frame.
+    """
+
+    def __init__(self, animator: Animator | Callable[[], Animator], inp: LatestQueue[CapturedFrame],
+                 outs: list[LatestQueue[OutputFrame]], controls: Controls, metrics: LiveMetrics,
+                 stop: threading.Event, *, max_frames: int | None = None, calibrate_frames: int = 0,
+                 on_frame: Callable[[OutputFrame], None] | None = None) -> None:
+        super().__init__(name="lp-live-inference", daemon=True)
+        self._factory = None if hasattr(animator, "process") else animator
+        self.animator: Animator | None = None if self._factory else animator
+        self.inp, self.outs, self.controls, self.metrics, self.stop = inp, outs, controls, metrics, stop
+        self.max_frames = max_frames
+        self.calibrate_frames = calibrate_frames
+        self.on_frame = on_frame
+        self.frames = 0  # frames processed after calibration
+        self.error: BaseException | None = None
+        self._warm: set[str] = set()
+        self._t_controls = 0.0
+
+    def run(self) -> None:
+        try:
+            if self._factory is not None:
+                self.animator = self._factory()
+            if self.calibrate_frames > 0 and len(self.animator.modes) > 1:
+                self._calibrate()
+            while not self.stop.is_set():
+                if self.max_frames is not None and self.frames >= self.max_frames:
+                    self.metrics.stop("frame limit")
+                    break
+                frame = self._next()
+                if frame is None:
+                    break
+                self._t_controls = self.controls.apply(self.animator)
+                self._process(frame)
+                self.frames += 1
+        except Exception as e:  # the engine failed: stop the run and let run_live raise it
+            self.error = e
+            self.stop.set()
+        finally:
+            self.inp.close()  # tells the capture thread to stop
+            for q in self.outs:
+                q.close()  # the sinks drain what is left, then finish
+
+    def _next(self) -> CapturedFrame | None:
+        while True:
+            try:
+                return self.inp.get(timeout=GET_TIMEOUT_S)
+            except queue.Empty:
+                if self.stop.is_set():
+                    return None
+            except QueueClosed:
+                if not self.stop.is_set():
+                    self.metrics.stop("end of input")
+                return None
+
+    def _process(self, frame: CapturedFrame, calibration: bool = False) -> None:
+        image = frame.image
+        if self.controls.mirror:
+            image = np.ascontiguousarray(image[:, ::-1])
+        t0 = time.perf_counter()
+        result = self.animator.process(image, timestamp=frame.t_capture)
+        ms = (time.perf_counter() - t0) * 1e3
+        warmup = result.mode not in self._warm  # first call per engine: lazy init, compile, graph capture
+        self._warm.add(result.mode)
+        self.metrics.record_inference(result.mode, ms, face_found=result.face_found, calibration=calibration,
+                                      warmup=warmup)
+        out = OutputFrame(frame.seq, frame.t_capture, result.image, result.mode, result.face_found,
+                          self._t_controls, ms, calibration)
+        for q in self.outs:
+            with contextlib.suppress(QueueClosed):  # that sink has failed and was closed
+                q.put(out)
+        if self.on_frame is not None:
+            self.on_frame(out)
+
+    def _calibrate(self) -> None:
+        animator = self.animator
+        initial = animator.mode
+        order = [m for m in animator.modes if m != initial] + [initial]  # end in the mode the user chose
+        for mode in order:
+            animator.set_mode(mode)
+            timed = 0
+            while timed < self.calibrate_frames:
+                frame = self._next()
+                if frame is None or self.stop.is_set():
+                    animator.set_mode(initial)
+                    return
+                was_warm = mode in self._warm
+                self._process(frame, calibration=True)
+                timed += was_warm
+        log.info("calibrated: optimized %sx baseline (median of %d frames each)",
+                 _fmt(self.metrics.speed_ratio()), self.calibrate_frames)
+
+
+def _fmt(value: float | None) -> str:
+    return "--" if value is None else f"{value:.2f}"
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+class _Outputs:
+    """Delivers frames to sinks (HUD, latency, failures); shared by the sink threads and the window."""
+
+    def __init__(self, inference: InferenceThread, controls: Controls, metrics: LiveMetrics,
+                 stop: threading.Event, queues: dict[str, LatestQueue[OutputFrame]],
+                 all_queues: list[LatestQueue]) -> None:
+        self.inference, self.controls, self.metrics, self.stop = inference, controls, metrics, stop
+        self.queues, self.all_queues = queues, all_queues
+        self._gpu: GpuMonitor | None = None
+
+    def hud_info(self, sink: Sink, out: OutputFrame) -> HudInfo:
+        animator = self.inference.animator
+        if self._gpu is None:
+            self._gpu = GpuMonitor(animator.device)
+        live = self.metrics.live(sink.name)
+        return HudInfo(
+            mode=out.mode + (" (calibrating)" if out.calibration else ""),
+            output_fps=live["output_fps"],
+            inference_fps=self.metrics.inference_fps(out.mode),
+            latency_p50_ms=live["latency_p50_ms"],
+            latency_p95_ms=live["latency_p95_ms"],
+            dropped=sum(q.dropped for q in self.all_queues),
+            weights=animator.weights_kind,
+            device=str(animator.device),
+            gpu=self._gpu.read(),
+            speed_ratio=self.metrics.speed_ratio(),
+            modes=tuple(animator.modes),
+            paste_back=bool(animator.paste_back),
+            stitching=bool(animator.options.stitching),
+            mirror=self.controls.mirror,
+            face_found=out.face_found,
+        )
+
+    def deliver(self, sink: Sink, out: OutputFrame) -> bool:
+        """Write `out` to `sink`; on failure close the sink, report it in one line and return False."""
+        try:
+            image = out.image
+            if sink.hud and self.controls.hud:
+                image = draw_hud(image, hud_lines(self.hud_info(sink, out)))
+            sink.write(image, out.t_capture)
+        except Exception as e:  # any sink failure (device gone, disk full) ends that sink only
+            self.fail(sink, e)
+            return False
+        self.metrics.record_shown(sink.name, out.t_capture)
+        return True
+
+    def fail(self, sink: Sink, error: BaseException) -> None:
+        message = _one_line(error)
+        self.queues[sink.name].close()
+        try:
+            sink.close()
+        except Exception as e:  # closing a broken device can fail too; it is closed as far as it goes
+            log.debug("closing %s: %s", sink.name, e)
+        alive = self.metrics.sink_failed(sink.name, message)
+        if alive:
+            log.warning("%s failed and was closed (%s); continuing with %s", sink.describe(), message,
+                        ", ".join(alive))
+        else:
+            log.warning("%s failed and was closed (%s); no sink left, stopping", sink.describe(), message)
+            self.metrics.stop("no sink left")
+            self.stop.set()
+
+
+class SinkThread(threading.Thread):
+    """Feeds one sink from its queue until the queue is closed and drained or `stop` is set."""
+
+    def __init__(self, sink: Sink, q: LatestQueue[OutputFrame], outputs: _Outputs, stop: threading.Event) -> None:
+        super().__init__(name=f"lp-live-sink-{sink.name}", daemon=True)
+        self.sink, self.q, self.outputs, self.stop = sink, q, outputs, stop
+
+    def run(self) -> None:
+        try:
+            while True:
+                try:
+                    out = self.q.get(timeout=GET_TIMEOUT_S)
+                except queue.Empty:
+                    if self.stop.is_set():
+                        break
+                    continue
+                except QueueClosed:
+                    break
+                if not self.outputs.deliver(self.sink, out):
+                    break
+        finally:
+            try:
+                self.sink.close()
+            except Exception as e:  # e.g. disk full while flushing the file: report, do not hide
+                log.warning("%s: closing failed (%s)", self.sink.describe(), _one_line(e))
+                self.outputs.metrics.sink_failed(self.sink.name, f"close: {_one_line(e)}")
+
+
+def _unique_names(sinks: list[Sink]) -> None:
+    seen: dict[str, int] = {}
+    for sink in sinks:
+        n = seen.get(sink.name, 0)
+        seen[sink.name] = n + 1
+        if n:
+            sink.name = f"{sink.name}{n + 1}"
+
+
+def _primary(sinks: list[Sink]) -> str | None:
+    for kind in PRIMARY_ORDER:
+        for sink in sinks:
+            if type(sink).name == kind:
+                return sink.name
+    return sinks[0].name if sinks else None
+
+
+def run_live(animator: Animator | Callable[[], Animator], camera: str | FrameSource, config: StreamConfig, *,
+             max_frames: int | None = None, stats_json: str | Path | None = None,
+             output: str | Path | None = None, sinks: list[Sink] | None = None,
+             controls: Controls | None = None, keyboard: bool = True,
+             on_frame: Callable[[OutputFrame], None] | None = None, open_timeout: float = 10.0,
+             loop: bool = False) -> LiveStats:
+    """Animate live from `camera` until q/Esc, Ctrl-C, end of input, `max_frames` or an error.
+
+    Args:
+        animator: the Animator, or a callable building it (then built in the inference thread,
+            so that all device state lives there).
+        camera: a camera index ("0"), a /dev/video* path, a video file or a stream URL (or an
+            opened FrameSource).
+        config: `--sink` names, size, fps, HUD, mirror, pacing and calibration frames.
+        max_frames: stop after this many frames (not counting calibration frames).
+        stats_json: write the final LiveStats there (also after an error).
+        output: also record to this video file (H.264).
+        sinks: use these sinks instead of resolving `config.sink` (tests, embedding).
+        controls: the hotkey state (tests inject presses with `controls.press`).
+        keyboard: read hotkeys from the terminal when there is no window and stdin is a TTY.
+        on_frame: called in the inference thread after each frame is handed to the sinks.
+        open_timeout: seconds to wait for a network stream to answer.
+        loop: play a video file again from the start at its end, like a camera.
+
+    Raises:
+        CaptureError: the camera/file/URL cannot be opened or breaks (one-line message).
+        SinkError: an explicitly requested sink cannot work (one-line message).
+        Any exception of the Animator, after a clean shutdown.
+    """
+    source = camera if isinstance(camera, FrameSource) else open_source(camera, timeout=open_timeout, loop=loop)
+    try:
+        fps = config.fps or source.fps or 30.0
+        if sinks is None:
+            sinks, summary = resolve_sinks(config.sink, output=output, fps=fps, size=config.size,
+                                           hud_on_virtualcam=config.hud_on_virtualcam)
+            log.info("%s", summary)
+        else:
+            summary = "output: " + " + ".join(s.describe() for s in sinks)
+        live = _Live(animator, source, sinks, summary, config, controls=controls, max_frames=max_frames,
+                     keyboard=keyboard, on_frame=on_frame)
+    except BaseException:
+        source.close()
+        raise
+    return live.run(stats_json)
+
+
+class _Live:
+    def __init__(self, animator, source, sinks: list[Sink], summary: str, config: StreamConfig, *,
+                 controls: Controls | None, max_frames: int | None, keyboard: bool,
+                 on_frame: Callable[[OutputFrame], None] | None) -> None:
+        _unique_names(sinks)
+        self.source, self.sinks, self.summary, self.keyboard = source, sinks, summary, keyboard
+        self.stop = threading.Event()
+        self.controls = controls or Controls(mirror=config.mirror, hud=config.hud)
+        modes = tuple(getattr(animator, "modes", ()))
+        self.metrics = LiveMetrics([s.name for s in sinks], _primary(sinks), modes)
+        self.capture_q: LatestQueue[CapturedFrame] = LatestQueue(1, "capture")
+        self.sink_qs = {s.name: LatestQueue(1, f"sink:{s.name}") for s in sinks}
+        self.capture = CaptureThread(source, self.capture_q, self.stop, pace=config.pace)
+        self.inference = InferenceThread(animator, self.capture_q, list(self.sink_qs.values()), self.controls,
+                                         self.metrics, self.stop, max_frames=max_frames,
+                                         calibrate_frames=config.calibrate_frames, on_frame=on_frame)
+        self.outputs = _Outputs(self.inference, self.controls, self.metrics, self.stop, self.sink_qs,
+                                [self.capture_q, *self.sink_qs.values()])
+        self.window = next((s for s in sinks if isinstance(s, WindowSink)), None)
+        self.sink_threads = [SinkThread(s, self.sink_qs[s.name], self.outputs, self.stop)
+                             for s in sinks if s is not self.window]
+
+    def _quit(self) -> None:
+        self.metrics.stop("quit key")
+        self.stop.set()
+
+    def run(self, stats_json: str | Path | None) -> LiveStats:
+        self.controls.on_quit = self._quit
+        if self.controls.quit.is_set():
+            self._quit()
+        threads = [self.capture, self.inference, *self.sink_threads]
+        for t in threads:
+            t.start()
+        try:
+            use_terminal = self.keyboard and self.window is None
+            with TerminalKeys(self.controls) if use_terminal else contextlib.nullcontext():
+                if self.window is not None:
+                    self._window_loop()
+                while not self.stop.is_set() and any(t.is_alive() for t in threads):
+                    self.stop.wait(GET_TIMEOUT_S)
+        except KeyboardInterrupt:
+            self.metrics.stop("interrupted")
+        finally:
+            self.stop.set()
+            self._shutdown()
+        stats = self._stats()
+        if stats_json is not None:
+            stats.write_json(stats_json)
+        error = self.inference.error or self.capture.error
+        if error is not None:
+            raise error
+        return stats
+
+    def _window_loop(self) -> None:
+        window, q = self.window, self.sink_qs[self.window.name]
+        while not self.stop.is_set():
+            try:
+                out = q.get(timeout=0.01)
+            except queue.Empty:
+                out = None
+            except QueueClosed:
+                return  # the inference thread is done and every frame was shown
+            if out is not None and not self.outputs.deliver(window, out):
+                return  # the window failed; the other sinks go on
+            key = window.poll_key(1)  # also pumps the window's events
+            if key:
+                self.controls.press(key)
+            if not window.is_open():
+                self.metrics.stop("window closed")
+                self.stop.set()
+
+    def _shutdown(self) -> None:
+        """Join every thread (the sinks first, so files are flushed) and close every sink."""
+        for group in (self.sink_threads, [self.inference, self.capture]):
+            for t in group:
+                if not t.is_alive() and t.ident is not None:
+                    continue
+                try:
+                    t.join(JOIN_TIMEOUT_S)
+                except KeyboardInterrupt:
+                    log.warning("interrupted again: not waiting for %s", t.name)
+                if t.is_alive():
+                    log.warning("%s did not finish within %.0f s", t.name, JOIN_TIMEOUT_S)
+        done = {t.sink.name for t in self.sink_threads if not t.is_alive()}
+        for sink in self.sinks:
+            if sink is self.window or sink.name in done or not any(t.sink is sink for t in self.sink_threads):
+                try:
+                    sink.close()
+                except Exception as e:  # report and go on closing the others
+                    log.warning("%s: closing failed (%s)", sink.describe(), _one_line(e))
+        if not self.capture.is_alive():
+            self.source.close()
+
+    def _stats(self) -> LiveStats:
+        error = self.inference.error or self.capture.error
+        if error is not None:
+            self.metrics.stop_reason = f"error: {_one_line(error)}"
+        animator = self.inference.animator
+        engine = {}
+        if animator is not None:
+            engine = {"modes": list(animator.modes), "final_mode": animator.mode,
+                      "weights": animator.weights_kind, "device": str(animator.device)}
+        return self.metrics.final(
+            dropped={q.name: q.dropped for q in [self.capture_q, *self.sink_qs.values()]},
+            captured=self.capture.captured,
+            mode_switches=self.controls.mode_switches,
+            engine=engine,
+            source={"camera": self.source.description, "fps": self.source.fps, "paced": self.capture.pace},
+            output=self.summary,
+        )
