@@ -57,18 +57,31 @@ def test_loads_without_metadata_and_without_module_prefix(kit, tmp_path):
     assert models.kind == "real"
 
 
-def _layout(kit, tmp_path):
+@pytest.fixture(scope="module")
+def flat_files(kit, tmp_path_factory) -> dict[str, str]:
     weights, _ = kit
-    written = weights.save_checkpoints(str(tmp_path / "flat"))
+    return weights.save_checkpoints(str(tmp_path_factory.mktemp("flat")))
+
+
+def _layout(flat_files: dict[str, str], tmp_path):
+    """The official layout as symlinks to the shared files: a test replaces (unlink + write) what it breaks."""
     base = tmp_path / "w"
     for rel in (*BASE_FILES.values(), RETARGETING_FILE):
         (base / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(written[rel.rsplit("/", 1)[1]], base / rel)
+        (base / rel).symlink_to(flat_files[rel.rsplit("/", 1)[1]])
     return base
 
 
-def test_missing_file_is_named(kit, tmp_path):
-    base = _layout(kit, tmp_path)
+def _replace(path, data: bytes | None = None, obj=None) -> None:
+    path.unlink()
+    if data is not None:
+        path.write_bytes(data)
+    else:
+        torch.save(obj, path)
+
+
+def test_missing_file_is_named(flat_files, tmp_path):
+    base = _layout(flat_files, tmp_path)
     (base / BASE_FILES["spade_generator"]).unlink()
     with pytest.raises(WeightsError, match=r"spade_generator\.pth"):
         load_liveportrait(base)
@@ -79,23 +92,23 @@ def test_missing_directory(tmp_path):
         load_liveportrait(tmp_path / "nowhere")
 
 
-def test_truncated_file_is_named(kit, tmp_path):
-    base = _layout(kit, tmp_path)
+def test_truncated_file_is_named(flat_files, tmp_path):
+    base = _layout(flat_files, tmp_path)
     path = base / BASE_FILES["warping_module"]
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 3])
+    _replace(path, data=data[: len(data) // 3])
     with pytest.raises(WeightsError, match=r"warping_module\.pth: cannot be read.*truncated"):
         load_liveportrait(base)
 
 
-def test_misshaped_key_is_named(kit, tmp_path):
-    base = _layout(kit, tmp_path)
+def test_misshaped_key_is_named(flat_files, tmp_path):
+    base = _layout(flat_files, tmp_path)
     path = base / BASE_FILES["appearance_feature_extractor"]
     sd = torch.load(path, weights_only=True)
     sd["second.weight"] = torch.zeros(512, 128, 1, 1)
     del sd["first.norm.running_var"]
     sd["first.extra"] = torch.zeros(1)
-    torch.save(sd, path)
+    _replace(path, obj=sd)
     with pytest.raises(WeightsError) as err:
         load_liveportrait(base)
     message = str(err.value)
@@ -106,11 +119,11 @@ def test_misshaped_key_is_named(kit, tmp_path):
     assert "\n" not in message
 
 
-def test_missing_retargeting_entry(kit, tmp_path):
-    base = _layout(kit, tmp_path)
+def test_missing_retargeting_entry(flat_files, tmp_path):
+    base = _layout(flat_files, tmp_path)
     path = base / RETARGETING_FILE
     ckpt = torch.load(path, weights_only=True)
     del ckpt["retarget_eye"]
-    torch.save(ckpt, path)
+    _replace(path, obj=ckpt)
     with pytest.raises(WeightsError, match="retarget_eye"):
         load_liveportrait(base)
