@@ -262,6 +262,14 @@ def test_fp32_matches_the_baseline_engine_on_the_chain(kit, kit_models, case, fp
     assert K.rel_l2(fp32_eager_chain["chain"], image) <= 2e-5
 
 
+def test_kernels_path_matches_the_fixtures(kit, kit_models, case):
+    """The warping through `lp_live.kernels` (the path CUDA takes; here their PyTorch reference)."""
+    _, K = kit
+    engine = OptimizedEngine(kit_models, "cpu", precision="fp32", compile=False, kernels=True)
+    assert engine.uses_kernels
+    check_parity(run_chain(engine, case), case, K, "float32")
+
+
 def test_bf16_eager_matches_the_fixtures(kit, kit_models, case):
     _, K = kit
     engine = OptimizedEngine(kit_models, "cpu", precision="bf16", compile=False)

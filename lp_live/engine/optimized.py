@@ -54,7 +54,7 @@ import itertools
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import kernels
+from ..kernels import triton_available
 from ..models.spade import SpectralNormConv2d
 from ..models.warping import DenseMotionNetwork, WarpingNetwork, make_coordinate_grid
 from .base import EngineBase, SourceState
@@ -138,6 +140,10 @@ class Layout:
     split_sampling: split the batch-1 warp's depth over the intra-op threads (`grid_sample_split`).
     separable_sampling: sample the compressed volume for the 22 slots with three 1-D
         interpolations instead of grid_sample (`translated_samples`).
+    kernels: build the hourglass input (22-slot sampling + heatmaps), the softmax-weighted
+        deformation and the warp with `lp_live.kernels` (fused Triton kernels on CUDA, their
+        PyTorch reference elsewhere), without materialising the repeated volume or the
+        (B, 22, D, H, W, 3) sparse motions.
     """
 
     generator_channels_last: bool
@@ -149,6 +155,12 @@ class Layout:
     sample_channels_last: bool = False
     split_sampling: bool = False
     separable_sampling: bool = False
+    kernels: bool = False
+
+
+def kernels_available() -> bool:
+    """True where the Triton warping kernels can run (CUDA device and triton importable)."""
+    return triton_available()
 
 
 def default_layout(device: torch.device, dtype: torch.dtype) -> Layout:
@@ -173,7 +185,8 @@ def default_layout(device: torch.device, dtype: torch.dtype) -> Layout:
     G is channels_last in fp16/bf16, which is what cuDNN's tensor-core kernels want.
     """
     if device.type == "cuda":
-        return Layout(generator_channels_last=dtype != torch.float32, warping_channels_last=False)
+        return Layout(generator_channels_last=dtype != torch.float32, warping_channels_last=False,
+                      kernels=kernels_available())
     if dtype == torch.float32:
         # float32 (oneDNN AVX-512, no AMX): the mask conv runs at the fp32 rate unsplit (0.53 s;
         # 0.73 s as 64-channel slices) and the (16, 7, 7) occlusion Conv3d at 5 GMAC/s, so
@@ -404,6 +417,7 @@ class FastWarping(nn.Module):
         self.dense = dense  # only its parameter-free helpers are used
         self.sample_pieces = torch.get_num_threads() if layout.split_sampling else 1
         self.separable = layout.separable_sampling
+        self.kernels = layout.kernels
         del dense.hourglass, dense.mask, dense.compress, dense.norm, dense.occlusion
         # Constant, float32, not in any state dict (ARCHITECTURE §8.4).
         device = warping.fourth.weight.device
@@ -417,6 +431,8 @@ class FastWarping(nn.Module):
         compressed = compressed.expand(b, *compressed.shape[1:])
         kp_source = kp_source.expand(b, *kp_source.shape[1:])
         _, _, d, h, w = compressed.shape
+        if self.kernels:
+            return self._forward_kernels(feature_3d, compressed, kp_driving, kp_source)
         # float32: coordinates, the sampled compressed volume and the heatmaps
         if self.separable:
             axes = (self.grid[0, 0, :, 0], self.grid[0, :, 0, 1], self.grid[:, 0, 0, 2])
@@ -445,6 +461,25 @@ class FastWarping(nn.Module):
                 logits = self.occlusion(prediction)[:, :, 0]  # (B, 1, 1, H, W) -> (B, 1, H, W)
             else:
                 logits = self.occlusion(prediction.reshape(b, -1, h, w)).float()  # (B, 142*D, H, W)
+            out = (out.float() * torch.sigmoid(logits)).to(self.dtype)
+        return out
+
+
+    def _forward_kernels(self, feature_3d: torch.Tensor, compressed: torch.Tensor, kp_driving: torch.Tensor,
+                         kp_source: torch.Tensor) -> torch.Tensor:
+        """`forward` through the fused warping kernels (all coordinates and samples float32)."""
+        b, _, d, h, w = compressed.shape
+        x = kernels.hourglass_input(compressed.contiguous(), kp_driving, kp_source)  # (B, 110, D, H, W)
+        prediction = self.hourglass(x.to(self.dtype, memory_format=self.memory_format_3d))
+        deformation = kernels.softmax_deformation(self.mask(prediction), kp_driving, kp_source)  # (B, D, H, W, 3)
+        warped = kernels.grid_sample_3d(feature_3d.contiguous(), deformation)
+        c = warped.shape[1]
+        out = self.fourth(self.third(warped.reshape(b, c * d, h, w).to(self.dtype)))
+        if self.occlusion is not None:
+            if self.occlusion_3d:
+                logits = self.occlusion(prediction)[:, :, 0]
+            else:
+                logits = self.occlusion(prediction.reshape(b, -1, h, w)).float()
             out = (out.float() * torch.sigmoid(logits)).to(self.dtype)
         return out
 
@@ -635,13 +670,16 @@ class OptimizedEngine(EngineBase):
     name = "optimized"
 
     def __init__(self, models, device, *, input_size: int = 256, precision: str = "auto", compile: bool = True,
-                 cuda_graph: bool = True) -> None:
+                 cuda_graph: bool = True, kernels: bool | None = None) -> None:
         super().__init__(models, device, input_size=input_size)
         self.dtype = resolve_precision(precision, self.device)
         self.precision = {v: k for k, v in _DTYPES.items()}[self.dtype]
         self.compiled = compile
         self.uses_cuda_graph = cuda_graph and self.device.type == "cuda"
         self.layout = default_layout(self.device, self.dtype)
+        if kernels is not None:  # override the default (on for CUDA with triton)
+            self.layout = replace(self.layout, kernels=kernels)
+        self.uses_kernels = self.layout.kernels
         # seconds of the first call per "<stage>@<batch>": compile + warm-up/capture + one run
         self.compile_seconds: dict[str, float] = {}
 
