@@ -188,12 +188,12 @@ def cmd_bench(argv: list[str]) -> int:
     results = bench.run(cfg, modes=args.modes, frames=args.frames, warmup=args.warmup, batch=args.batch,
                         source=args.source, driving=args.driving, kernels=args.kernels, stages=args.stages,
                         profile=args.profile)
+    if args.json and args.json != "-":
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     print(bench.format_table(results), file=sys.stderr if args.json == "-" else sys.stdout)
     if args.json == "-":
         print(json.dumps(results, indent=2))
-    elif args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     if args.plot:
         bench.plot(results, args.plot)
     return 0
