@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from .engine.base import AnimateOptions
 from .errors import UserError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
@@ -35,17 +36,16 @@ class EngineConfig:
 
 
 @dataclass
-class AnimationConfig:
-    stitching: bool = True
-    expression_friendly: bool = True
-    normalize_lip: bool = False
-    eye_retargeting: bool = False
-    lip_retargeting: bool = False
-    multiplier: float = 1.0
+class AnimationConfig(AnimateOptions):
+    """The keypoint options (`AnimateOptions`: stitching, retargeting, ...) plus paste-back and smoothing."""
+
     paste_back: bool = True
     smoothing: bool = True  # One-Euro filter on the driving motion (live use)
     smoothing_min_cutoff: float = 1.0  # Hz; lower = smoother when still
     smoothing_beta: float = 0.5  # speed coefficient; higher = less lag when moving
+
+    def options(self) -> AnimateOptions:
+        return AnimateOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(AnimateOptions)})
 
 
 @dataclass

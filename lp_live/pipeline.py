@@ -238,14 +238,7 @@ def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortra
                                  compile=eng.compile, cuda_graph=eng.cuda_graph)
         return create_engine(mode, models, device, input_size=eng.input_size)
 
-    options = AnimateOptions(
-        stitching=anim.stitching,
-        expression_friendly=anim.expression_friendly,
-        normalize_lip=anim.normalize_lip,
-        eye_retargeting=anim.eye_retargeting,
-        lip_retargeting=anim.lip_retargeting,
-        multiplier=anim.multiplier,
-    )
+    options = anim.options()
     smoother = MotionSmoother(anim.smoothing_min_cutoff, anim.smoothing_beta) if anim.smoothing else None
     detector = create_detector(weights_dir, redetect_every=config.face.redetect_every,
                                smoothing=config.face.box_smoothing)
