@@ -259,8 +259,7 @@ def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int
         log.info("measuring %s", mode)
         kwargs: dict[str, Any] = {"input_size": size}
         if mode == "optimized":
-            kwargs.update(precision=cfg.engine.precision, compile=cfg.engine.compile,
-                          cuda_graph=cfg.engine.cuda_graph)
+            kwargs.update(cfg.engine.optimized_kwargs())
         engine = create_engine(mode, models, device, **kwargs)
         results["modes"][mode] = measure_mode(engine, src, drv, warmup=warmup, timed=timed, batch=batch,
                                               stages=stages)

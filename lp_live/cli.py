@@ -33,6 +33,8 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, help="network input side, 128..256 (default: 256)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the optimized per-frame path (default: on)")
+    p.add_argument("--triton-kernels", dest="use_kernels", action=argparse.BooleanOptionalAction, default=None,
+                   help="fused Triton warping kernels in the optimized engine on CUDA (default: on)")
     p.add_argument("--config", type=Path, help="YAML run configuration (default: configs/default.yaml)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
 
@@ -78,7 +80,8 @@ def _run_parser() -> argparse.ArgumentParser:
 
 def _apply_engine_flags(cfg: Config, args: argparse.Namespace) -> None:
     for flag, key in (("device", "engine.device"), ("weights", "engine.weights"), ("precision", "engine.precision"),
-                      ("input_size", "engine.input_size"), ("compile", "engine.compile")):
+                      ("input_size", "engine.input_size"), ("compile", "engine.compile"),
+                      ("use_kernels", "engine.kernels")):
         if getattr(args, flag, None) is not None:
             override(cfg, key, getattr(args, flag))
 

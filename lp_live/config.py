@@ -33,6 +33,12 @@ class EngineConfig:
     weights: str | None = None  # directory of the official files, "synthetic", or None for the cache
     compile: bool = True  # torch.compile the optimized per-frame path
     cuda_graph: bool = True  # capture the optimized per-frame path as a CUDA graph (CUDA only)
+    kernels: bool = True  # fused Triton warping kernels in the optimized engine (CUDA with triton only)
+
+    def optimized_kwargs(self) -> dict:
+        """Keyword arguments of `OptimizedEngine` from this configuration."""
+        return {"precision": self.precision, "compile": self.compile, "cuda_graph": self.cuda_graph,
+                "kernels": None if self.kernels else False}  # None: on wherever the kernels can run
 
 
 @dataclass

@@ -234,8 +234,7 @@ def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortra
 
     def factory(mode: str) -> EngineBase:
         if mode == "optimized":
-            return create_engine(mode, models, device, input_size=eng.input_size, precision=eng.precision,
-                                 compile=eng.compile, cuda_graph=eng.cuda_graph)
+            return create_engine(mode, models, device, input_size=eng.input_size, **eng.optimized_kwargs())
         return create_engine(mode, models, device, input_size=eng.input_size)
 
     options = anim.options()
