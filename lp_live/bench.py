@@ -30,7 +30,8 @@ from .pipeline import resolve_device
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_ASSETS = REPO.parent / "shared" / "assets"
+SHARED_ASSETS = next((p / "assets" for p in (REPO.parent / "shared", REPO / "shared") if (p / "assets").is_dir()),
+                     REPO.parent / "shared" / "assets")
 STAGES = ("copy_h2d", "pre", "motion", "stitching", "warping", "generator", "post", "copy_d2h")
 
 
@@ -69,8 +70,12 @@ def load_inputs(source: Path | None, driving: Path | None, count: int, size: int
         src = synthetic_frames(1, size, seed=1)[0]
         described.append("synthetic source")
     if driving is not None:
-        from .video import VideoReader  # PyAV, imported only when a video is read
-
+        try:
+            from .video import VideoReader  # PyAV, imported only when a video is read
+        except ImportError:
+            log.warning("PyAV is not installed: synthetic driving frames instead of %s", driving)
+            driving = None
+    if driving is not None:
         frames = []
         with VideoReader(driving) as reader:
             for frame, _ in reader.frames():

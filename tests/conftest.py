@@ -9,7 +9,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# ../shared beside the checkout (developers, CI); ./shared inside it where the checkout is copied
+# alone (the GPU machine: scripts/gpu_check.sh)
+SHARED = next((p for p in (REPO.parent / "shared", REPO / "shared") if p.is_dir()), REPO.parent / "shared")
 REFERENCE = SHARED / "reference"
 ASSETS = SHARED / "assets"
 
