@@ -85,18 +85,20 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | Path, fps: Fraction | float, *, audio_from: VideoReader | None = None,
-                 crf: int = 18) -> None:
+                 crf: int = 18, preset: str = "veryfast") -> None:
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(1001)
         try:
             self.container = av.open(str(self.path), mode="w")
-        except (av.FFmpegError, OSError) as e:
+        except (av.FFmpegError, OSError, ValueError) as e:
             raise VideoError(f"cannot write {self.path} ({getattr(e, 'strerror', None) or e}); "
                              "choose a writable path ending in .mp4") from e
         self.stream: av.VideoStream | None = None
-        self.crf = crf
+        self.crf, self.preset = crf, preset
         self.frames_written = 0
+        self._last_pts = -1
         self._closed = False
+        self._failed = False
         self._audio_in = audio_from
         self._audio_out = (
             self.container.add_stream_from_template(audio_from.audio) if audio_from and audio_from.audio else None
@@ -106,11 +108,15 @@ class VideoWriter:
         stream = self.container.add_stream("libx264", rate=self.fps)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(self.crf), "preset": "veryfast"}
+        stream.options = {"crf": str(self.crf), "preset": self.preset}
         return stream
 
-    def write(self, image: np.ndarray) -> None:
-        """Append one RGB uint8 frame; every frame must have the size of the first (even sides)."""
+    def write(self, image: np.ndarray, pts: int | None = None) -> None:
+        """Append one RGB uint8 frame; every frame must have the size of the first (even sides).
+
+        `pts` is the frame's time in frames of `fps` (default: the next one); a live recording
+        passes capture times, so frames dropped live leave gaps instead of speeding the video up.
+        """
         h, w = image.shape[:2]
         if self.stream is None:
             if h % 2 or w % 2:
@@ -118,11 +124,25 @@ class VideoWriter:
             self.stream = self._open_stream(w, h)
         elif (w, h) != (self.stream.width, self.stream.height):
             raise VideoError(f"frame size {w}x{h} != {self.stream.width}x{self.stream.height} of the first frame")
+        pts = self._last_pts + 1 if pts is None else max(pts, self._last_pts + 1)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        frame.pts = self.frames_written
+        frame.pts = pts
         frame.time_base = 1 / self.fps
-        self.container.mux(self.stream.encode(frame))
+        self._mux(self.stream.encode(frame))
+        self._last_pts = pts
         self.frames_written += 1
+
+    def _mux(self, packets) -> None:
+        if self._failed:
+            raise VideoError(f"{self.path}: an earlier write failed; the file holds the frames before it")
+        try:
+            for packet in packets:
+                self.container.mux(packet)
+        except BaseException:
+            # PyAV crashes the process (SIGSEGV) when muxing again after a failed write
+            # (e.g. a full disk), so a failed file takes no more packets, not even the flush
+            self._failed = True
+            raise
 
     def _copy_audio(self) -> None:
         reader, out = self._audio_in, self._audio_out
@@ -137,7 +157,7 @@ class VideoWriter:
                 if packet.pts is not None and packet.time_base and packet.pts * packet.time_base > limit:
                     break
                 packet.stream = out
-                self.container.mux(packet)
+                self._mux([packet])
 
     def close(self) -> None:
         """Flush the encoder and close the file. Safe to call twice."""
@@ -145,8 +165,8 @@ class VideoWriter:
             return
         self._closed = True
         try:
-            if self.stream is not None:
-                self.container.mux(self.stream.encode(None))
+            if self.stream is not None and not self._failed:
+                self._mux(self.stream.encode(None))
                 self._copy_audio()
         finally:
             self.container.close()

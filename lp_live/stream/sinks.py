@@ -126,71 +126,36 @@ class FileSink(_SizedSink):
         self.hud = hud
         if not self.path.parent.is_dir():
             raise SinkError(f"--output {self.path}: folder {self.path.parent} does not exist")
-        self._container = None
-        self._stream = None
+        self._writer = None  # a lp_live.video.VideoWriter once the first frame gives the size
         self._t0: float | None = None
-        self._last_pts = -1
         self._closed = False
-        self._failed = False
         self.frames = 0
 
     def describe(self) -> str:
         return f"file {self.path}"
 
-    def _open(self, width: int, height: int) -> None:
-        import av
-
-        try:
-            self._container = av.open(str(self.path), mode="w")
-            self._stream = self._container.add_stream("libx264", rate=self.fps)
-        except (av.error.FFmpegError, OSError, ValueError) as e:
-            self.close()
-            raise SinkError(f"--output {self.path}: cannot be written ({_one_line(e)}); use a .mp4 or .mkv path "
-                            "in a writable folder") from e
-        self._stream.width, self._stream.height = width, height
-        self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"preset": "veryfast", "crf": "20"}
-
     def write(self, image: np.ndarray, t_capture: float) -> None:
-        import av
+        from ..video import VideoError, VideoWriter  # PyAV, imported only when a file is written
 
         if self._closed:
             raise SinkError(f"file {self.path} is closed")
         image = self._fit(image)
-        if self._container is None:
-            self._open(*self.frame_size)
-            self._t0 = t_capture
-        pts = max(round((t_capture - self._t0) * self.fps), self._last_pts + 1)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        frame.pts, frame.time_base = pts, 1 / self.fps
-        self._mux(self._stream.encode(frame))
-        self._last_pts = pts
-        self.frames += 1
-
-    def _mux(self, packets) -> None:
-        if self._failed:
-            raise SinkError(f"file {self.path}: an earlier write failed")
         try:
-            for packet in packets:
-                self._container.mux(packet)
-        except BaseException:
-            # PyAV crashes the process (SIGSEGV) when muxing again after a failed write
-            # (e.g. ENOSPC), so a failed file takes no more packets, not even the flush
-            self._failed = True
-            raise
+            if self._writer is None:
+                self._writer = VideoWriter(self.path, self.fps, crf=20)
+                self._t0 = t_capture
+            self._writer.write(image, pts=round((t_capture - self._t0) * self.fps))
+        except VideoError as e:
+            raise SinkError(f"--output {self.path}: {_one_line(e)}; use a .mp4 or .mkv path in a writable folder "
+                            "with free space") from e
+        self.frames += 1
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._container is None:
-            return
-        try:
-            if self.frames and not self._failed:
-                self._mux(self._stream.encode())  # flush the frames the encoder holds
-        finally:
-            container, self._container = self._container, None
-            container.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 def v4l2loopback_devices() -> list[tuple[str, str]]:
