@@ -48,6 +48,7 @@ def download_weights(dest: str | os.PathLike | None = None, *, face_models: bool
         raise WeightsError("huggingface_hub is not installed; run `pip install huggingface_hub`") from e
     dest = Path(dest).expanduser() if dest is not None else default_cache_dir()
     _check_hub_reachable()
+    log.warning("downloading the LivePortrait weights into %s (about 500 MB, once)", dest)
     dest.mkdir(parents=True, exist_ok=True)
     files = NETWORK_FILES + (FACE_FILES if face_models else ())
     for name in files:
@@ -74,5 +75,4 @@ def resolve_weights(spec: str | None, *, download: bool = True) -> str:
     except WeightsError:
         if not download:
             raise
-    log.warning("no LivePortrait weights in %s; downloading them once (about 500 MB)", cache)
     return str(find_checkpoint_root(download_weights(cache)))
