@@ -153,3 +153,15 @@ def test_render_all_78_frames_with_the_default_engine(assets, tmp_path, capsys):
     assert "optimized engine" in capsys.readouterr().out
     # the face moves: consecutive output frames differ
     assert np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in itertools.pairwise(frames)]) > 0.1
+
+
+def test_no_weights_offline_says_how_to_run(assets, tmp_path, monkeypatch, capsys):
+    """No --weights, an empty cache and no hub: one line naming --weights synthetic, at once."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once
+    t0 = time.monotonic()
+    rc = main(["--source", str(assets / "s6.jpg"), "--camera", str(assets / "d0.mp4"), "--output",
+               str(tmp_path / "o.mp4")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--weights synthetic" in err, err
+    assert time.monotonic() - t0 < 30
