@@ -130,14 +130,6 @@ def rss_mb() -> float:
 # ---------------------------------------------------------------------------------------------
 # measurement
 # ---------------------------------------------------------------------------------------------
-def _step(engine: EngineBase, state, frames: np.ndarray) -> np.ndarray:
-    """One step: B driving crops -> B generated frames (the engine's animate path, batched)."""
-    motion = engine.extract_motion(frames)
-    with engine.timer.stage("stitching"):
-        x_d = engine.driving_keypoints(state, motion)
-    return engine.generate(state, x_d)
-
-
 def _compile_total(seconds: dict[str, float] | None) -> float | None:
     """Total first-call (compile + capture) seconds of a compiled engine; None for eager ones."""
     return sum(seconds.values()) if seconds else None
@@ -167,14 +159,14 @@ def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
     with torch.no_grad():
         for i in range(warmup):
             t0 = time.perf_counter()
-            _step(engine, state, batch_at(i))
+            engine.animate_batch(state, batch_at(i))
             warm_times.append(time.perf_counter() - t0)
             peak_rss = max(peak_rss, rss_mb())
         latencies = []
         t_start = time.perf_counter()
         for i in range(timed):
             t0 = time.perf_counter()
-            out = _step(engine, state, batch_at(warmup + i))  # returns host uint8: synchronised
+            out = engine.animate_batch(state, batch_at(warmup + i))  # returns host uint8: synchronised
             latencies.append((time.perf_counter() - t0) * 1e3)
             peak_rss = max(peak_rss, rss_mb())
         total_s = time.perf_counter() - t_start
@@ -184,7 +176,7 @@ def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
             engine.timer.enabled = True
             try:
                 for i in range(max(1, min(timed, 5))):
-                    _step(engine, state, batch_at(i))
+                    engine.animate_batch(state, batch_at(i))
             finally:
                 engine.timer.enabled = False
             stage_ms = {k: statistics.median(v) for k, v in engine.timer.totals.items()}
@@ -223,9 +215,9 @@ def profile_step(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
     with torch.no_grad():
         state = engine.prepare_source(source)
         batch = np.stack(frames[:1])
-        _step(engine, state, batch)
+        engine.animate_batch(state, batch)
         with profile(activities=activities, record_shapes=False) as prof:
-            _step(engine, state, batch)
+            engine.animate_batch(state, batch)
     sort = "cuda_time_total" if engine.device.type == "cuda" else "cpu_time_total"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"one {engine.name} step on {device_name(engine.device)}\n"

@@ -225,9 +225,14 @@ class EngineBase:
         return kin.apply_multiplier(x_s, x_d, opts.multiplier)
 
     @torch.no_grad()
-    def animate(self, state: SourceState, driving: np.ndarray | Motion, *,
-                ratios: Ratios | None = None) -> np.ndarray:
+    def animate_batch(self, state: SourceState, driving: np.ndarray | Motion, *,
+                      ratios: Ratios | None = None) -> np.ndarray:
+        """B driving frames (B, H, W, 3) or their motion against the one source -> (B, 2S, 2S, 3) uint8."""
         motion = driving if isinstance(driving, Motion) else self.extract_motion(driving)
         with self.timer.stage("stitching"):
             x_d = self.driving_keypoints(state, motion, ratios)
-        return self.generate(state, x_d)[0]
+        return self.generate(state, x_d)
+
+    def animate(self, state: SourceState, driving: np.ndarray | Motion, *,
+                ratios: Ratios | None = None) -> np.ndarray:
+        return self.animate_batch(state, driving, ratios=ratios)[0]

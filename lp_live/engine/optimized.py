@@ -737,9 +737,9 @@ class OptimizedEngine(EngineBase):
         with self._on_stream():
             return super().extract_motion(image)
 
-    def animate(self, state, driving, *, ratios=None):
+    def animate_batch(self, state, driving, *, ratios=None):
         with self._on_stream():
-            return super().animate(state, driving, ratios=ratios)
+            return super().animate_batch(state, driving, ratios=ratios)
 
     # -- networks --------------------------------------------------------------------------
     def to_input(self, images: np.ndarray) -> torch.Tensor:
