@@ -58,3 +58,12 @@ def synthetic_models():
     from lp_live.models import synthetic_liveportrait
 
     return synthetic_liveportrait()
+
+
+@pytest.fixture
+def no_tf32():
+    """CUDA float32 without TF32 (convolutions and matmuls), restored afterwards."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

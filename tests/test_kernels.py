@@ -419,14 +419,6 @@ def test_triton_warp_matches_warping_network_official_widths(official_warping_mo
 # ---------------------------------------------------------------------------------------------
 # CUDA (compiled Triton kernels)
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture
-def no_tf32():
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(1, 32, 16, 64, 64), (22, 4, 16, 64, 64), (3, 5, 3, 5, 7)])
 @pytest.mark.cuda

@@ -349,14 +349,6 @@ def test_input_resize_on_the_device(small_eager):
 # ---------------------------------------------------------------------------------------------
 # CUDA (skipped without a GPU)
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture
-def no_tf32():
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 @pytest.fixture(scope="module")
 def cuda_models(kit_models):
     import copy

@@ -454,7 +454,11 @@ class FastWarping(nn.Module):
         offset = torch.bmm(mask[:, 1:].reshape(b, shift.shape[1], -1).transpose(1, 2), shift)  # (B, D*H*W, 3)
         deformation = self.grid + offset.reshape(b, d, h, w, 3)  # (B, D, H, W, 3)
         warped = grid_sample_split(feature_3d, deformation, max(1, self.sample_pieces // b))
-        c = warped.shape[1]
+        return self._occluded_feature(warped, prediction)
+
+    def _occluded_feature(self, warped: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+        """third, fourth and the occlusion multiply: warped volume (B, 32, D, H, W) -> (B, 256, H, W)."""
+        b, c, d, h, w = warped.shape
         out = self.fourth(self.third(warped.reshape(b, c * d, h, w).to(self.dtype)))  # (B, 32, D, H, W) -> 2-D
         if self.occlusion is not None:
             if self.occlusion_3d:
@@ -468,20 +472,11 @@ class FastWarping(nn.Module):
     def _forward_kernels(self, feature_3d: torch.Tensor, compressed: torch.Tensor, kp_driving: torch.Tensor,
                          kp_source: torch.Tensor) -> torch.Tensor:
         """`forward` through the fused warping kernels (all coordinates and samples float32)."""
-        b, _, d, h, w = compressed.shape
         x = kernels.hourglass_input(compressed.contiguous(), kp_driving, kp_source)  # (B, 110, D, H, W)
         prediction = self.hourglass(x.to(self.dtype, memory_format=self.memory_format_3d))
         deformation = kernels.softmax_deformation(self.mask(prediction), kp_driving, kp_source)  # (B, D, H, W, 3)
         warped = kernels.grid_sample_3d(feature_3d.contiguous(), deformation)
-        c = warped.shape[1]
-        out = self.fourth(self.third(warped.reshape(b, c * d, h, w).to(self.dtype)))
-        if self.occlusion is not None:
-            if self.occlusion_3d:
-                logits = self.occlusion(prediction)[:, :, 0]
-            else:
-                logits = self.occlusion(prediction.reshape(b, -1, h, w)).float()
-            out = (out.float() * torch.sigmoid(logits)).to(self.dtype)
-        return out
+        return self._occluded_feature(warped, prediction)
 
 
 # Polyphase form of conv3x3(nearest_upsample(x, f)): output row f*i + p reads upsampled rows
