@@ -75,9 +75,13 @@ def _interpreted_module() -> ModuleType:
     name = f"{__package__}._triton_kernels_interpreted"
     spec = importlib.util.spec_from_file_location(name, triton_kernels.__file__)
     module = importlib.util.module_from_spec(spec)
-    with _interpret_knob():
-        spec.loader.exec_module(module)
-    sys.modules[name] = module
+    sys.modules[name] = module  # before executing it, as importlib does (dataclasses look it up)
+    try:
+        with _interpret_knob():
+            spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
     log.debug("loaded the Triton kernels in interpreter mode for CPU tensors")
     return module
 

@@ -21,12 +21,11 @@ from ..models import build
 from ..models.checkpoint import synthetic_state_dict
 from . import reference
 from .backend import Backend, resolve_backend
-from .ops import grid_sample_3d, hourglass_input, pointwise_conv_occlusion, softmax_deformation
+from .ops import COMPRESSED_CHANNELS, grid_sample_3d, hourglass_input, pointwise_conv_occlusion, softmax_deformation
 from .warping import warp_with_kernels
 
 NUM_KP = 21
 FEATURE_CHANNELS = 32  # reshape_channel of the official W
-COMPRESSED_CHANNELS = 4
 
 
 def run_kernel_benchmarks(

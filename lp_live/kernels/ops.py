@@ -12,13 +12,19 @@ the custom-op dispatch.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..models.warping import KP_VARIANCE
 from . import reference
 from .backend import Backend, resolve_backend, triton_module
 
+if TYPE_CHECKING:
+    from .triton_kernels import Launch
+
 FEATURE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+COMPRESSED_CHANNELS = 4  # `compress` of the official W (configs/models.yaml): the hourglass input's C
 _INT32_MAX = 2**31 - 1
 
 
@@ -77,7 +83,8 @@ def deformation(
     """sum_k mask_k * sparse_motion_k without building the (B, K+1, D, H, W, 3) sparse motions.
 
     Args:
-        mask: (B, K+1, D, H, W) softmax weights over the slots (any float dtype; read as float32).
+        mask: (B, K+1, D, H, W) softmax weights over the slots (any float dtype; read as float32,
+            float64 cast to float32 first).
         kp_driving, kp_source: (B, K, 3).
 
     Returns the deformation (B, D, H, W, 3), float32, last axis (x, y, z).
@@ -121,8 +128,8 @@ def pointwise_conv_occlusion(
     Args:
         x: (B, Cin, H, W), float32/float16/bfloat16.
         weight: (Cout, Cin, 1, 1) or (Cout, Cin); cast to x's dtype.
-        bias: (Cout,) or None.
-        occlusion: (B, 1, H, W) occlusion map.
+        bias: (Cout,) or None; cast to x's dtype.
+        occlusion: (B, 1, H, W) occlusion map; cast to x's dtype.
 
     Returns (B, Cout, H, W) in x's dtype.
     """
@@ -182,6 +189,8 @@ def _deformation(
     if mask.numel() == 0:
         return torch.zeros((b, d, h, w, 3), dtype=torch.float32, device=mask.device)
     _check_int32(slots * d * h * w, 3 * d * h * w)
+    if mask.dtype not in FEATURE_DTYPES:
+        mask = mask.float()  # e.g. float64: the kernel reads float32 anyway, and is compiled for FEATURE_DTYPES
     identity = reference.identity_grid(d, h, w, mask.device)
     return triton_module(mask.device).deformation(
         mask.contiguous(), kp_driving.float().contiguous(), kp_source.float().contiguous(), identity, softmax
@@ -198,14 +207,35 @@ def _pointwise_conv_occlusion(
     if x.numel() == 0 or cout == 0:
         return x.new_zeros((b, cout, h, w))
     _check_int32(max(cin, cout) * h * w)
-    if bias is None:
-        bias = torch.zeros(cout, dtype=torch.float32, device=x.device)
+    # one dtype for every operand, so that one compiled variant per dtype serves all calls (a no-op
+    # for W's own call: its fourth conv and occlusion map are in x's dtype already)
+    bias = x.new_zeros(cout) if bias is None else bias.to(x.dtype)
     # tf32 only for float32 operands on CUDA, following cuDNN's switch; the CPU conv is exact
     tf32 = x.dtype != torch.float32 or (x.is_cuda and torch.backends.cudnn.allow_tf32)
     return triton_module(x.device).pointwise_conv_occlusion(
-        x.contiguous(), weight.to(x.dtype).contiguous(), bias.contiguous(), occlusion.contiguous(),
+        x.contiguous(), weight.to(x.dtype).contiguous(), bias.contiguous(), occlusion.to(x.dtype).contiguous(),
         "tf32" if tf32 else "ieee",
     )
+
+
+def triton_launches() -> list[Launch]:
+    """Every Triton kernel variant the functions above launch on CUDA (`triton_kernels.Launch` objects).
+
+    One per feature dtype and flag: softmax or not for the deformation, tf32 or ieee for float32
+    GEMMs (bfloat16 / float16 GEMMs pass "tf32", which triton ignores for them). The hourglass
+    input is compiled per channel count (a constexpr); this lists the model's (COMPRESSED_CHANNELS).
+    `tests/test_kernels_aot.py` compiles each for the GPU architectures the project supports.
+    """
+    from . import triton_kernels as tk
+
+    launches = []
+    for dtype in FEATURE_DTYPES:
+        launches.append(tk.grid_sample_3d_launch(dtype))
+        launches.append(tk.hourglass_input_launch(dtype, COMPRESSED_CHANNELS, KP_VARIANCE))
+        launches.extend(tk.deformation_launch(dtype, softmax) for softmax in (False, True))
+        precisions = ("ieee", "tf32") if dtype == torch.float32 else ("tf32",)
+        launches.extend(tk.pointwise_conv_occlusion_launch(dtype, p) for p in precisions)
+    return launches
 
 
 # ---------------------------------------------------------------------------------------------

@@ -72,4 +72,4 @@ def pointwise_conv_occlusion(
 ) -> torch.Tensor:
     """(conv1x1(x) + bias) * occlusion, in x's dtype: WarpingNetwork's `fourth` and occlusion steps."""
     bias = None if bias is None else bias.to(x.dtype)
-    return (F.conv2d(x, weight.to(x.dtype), bias) * occlusion).to(x.dtype)
+    return (F.conv2d(x, weight.to(x.dtype), bias) * occlusion.to(x.dtype)).to(x.dtype)

@@ -15,6 +15,10 @@ Each kernel is still written for the CUDA compiler; the interpreter is its CPU c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -249,6 +253,87 @@ def _pointwise_conv_occlusion_kernel(
 
 
 # ---------------------------------------------------------------------------------------------
+# launch variants: what each launcher compiles, shared with the ahead-of-time compile test
+# ---------------------------------------------------------------------------------------------
+_TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One compiled variant of a kernel: the dtype of each pointer argument, the constexpr values
+    and num_warps. Every other argument is an int32 size.
+
+    The launchers below launch through these objects, and `tests/test_kernels_aot.py` compiles
+    the same objects for sm_80 / sm_89 / sm_90 without a GPU, so the two cannot drift apart.
+    """
+
+    kernel: Any  # a triton.runtime.JITFunction
+    pointers: tuple[tuple[str, torch.dtype], ...]
+    constexprs: tuple[tuple[str, Any], ...]
+    num_warps: int = 4
+
+    @property
+    def name(self) -> str:
+        """Kernel, first pointer dtype (features or mask), flags: `_deformation_kernel[bf16, SOFTMAX=True]`."""
+        flags = [f"{k}={v}" for k, v in self.constexprs if isinstance(v, (bool, str))]
+        return f"{self.kernel.__name__}[{', '.join([_TRITON_TYPES[self.pointers[0][1]], *flags])}]"
+
+    def signature(self) -> dict[str, str]:
+        """`triton.compiler.ASTSource`'s signature: "*fp32"-style pointers, "i32" sizes, "constexpr"."""
+        pointers, constexprs = dict(self.pointers), dict(self.constexprs)
+        return {
+            arg: "constexpr" if arg in constexprs else f"*{_TRITON_TYPES[pointers[arg]]}" if arg in pointers else "i32"
+            for arg in self.kernel.arg_names
+        }
+
+    def __call__(self, grid: tuple[int, ...], *args: Any) -> None:
+        self.kernel[grid](*args, **dict(self.constexprs), num_warps=self.num_warps)
+
+
+@cache
+def grid_sample_3d_launch(dtype: torch.dtype) -> Launch:
+    """`grid_sample_3d` on features of `dtype` (float32 grid)."""
+    return Launch(
+        _grid_sample_3d_kernel,
+        pointers=(("src_ptr", dtype), ("grid_ptr", torch.float32), ("out_ptr", dtype)),
+        constexprs=(("BLOCK", SAMPLE_BLOCK), ("CHANNELS", CHANNELS_PER_PROGRAM)),
+    )
+
+
+@cache
+def hourglass_input_launch(dtype: torch.dtype, channels: int, variance: float) -> Launch:
+    """`hourglass_input` on a compressed volume of `dtype` with `channels` channels (float32 grid and keypoints)."""
+    f32 = torch.float32
+    return Launch(
+        _hourglass_input_kernel,
+        pointers=(("src_ptr", dtype), ("ident_ptr", f32), ("kd_ptr", f32), ("ks_ptr", f32), ("out_ptr", dtype)),
+        constexprs=(("C", channels), ("VARIANCE", variance), ("BLOCK", SAMPLE_BLOCK)),
+    )
+
+
+@cache
+def deformation_launch(dtype: torch.dtype, softmax: bool) -> Launch:
+    """`deformation` of a mask (or logits, `softmax`) of `dtype`; float32 grid, keypoints and output."""
+    f32 = torch.float32
+    return Launch(
+        _deformation_kernel,
+        pointers=(("mask_ptr", dtype), ("ident_ptr", f32), ("kd_ptr", f32), ("ks_ptr", f32), ("out_ptr", f32)),
+        constexprs=(("SOFTMAX", softmax), ("BLOCK", SAMPLE_BLOCK)),
+    )
+
+
+@cache
+def pointwise_conv_occlusion_launch(dtype: torch.dtype, input_precision: str) -> Launch:
+    """`pointwise_conv_occlusion` with x, weight, bias, occlusion and output all in `dtype`."""
+    return Launch(
+        _pointwise_conv_occlusion_kernel,
+        pointers=tuple((arg, dtype) for arg in ("x_ptr", "w_ptr", "bias_ptr", "occ_ptr", "out_ptr")),
+        constexprs=(("BLOCK_M", GEMM_BLOCK_M), ("BLOCK_N", GEMM_BLOCK_N), ("BLOCK_K", GEMM_BLOCK_K),
+                    ("INPUT_PRECISION", input_precision)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # launchers: contiguous inputs, float32 coordinates and keypoints, outputs allocated here
 # ---------------------------------------------------------------------------------------------
 def grid_sample_3d(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -258,9 +343,7 @@ def grid_sample_3d(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     p = do * ho * wo
     out = torch.empty((n, c, do, ho, wo), dtype=input.dtype, device=input.device)
     launch = (triton.cdiv(p, SAMPLE_BLOCK), triton.cdiv(c, CHANNELS_PER_PROGRAM), n)
-    _grid_sample_3d_kernel[launch](
-        input, grid, out, c, d, h, w, p, BLOCK=SAMPLE_BLOCK, CHANNELS=CHANNELS_PER_PROGRAM, num_warps=4
-    )
+    grid_sample_3d_launch(input.dtype)(launch, input, grid, out, c, d, h, w, p)
     return out
 
 
@@ -273,9 +356,8 @@ def hourglass_input(
     k = kp_driving.shape[1]
     out = torch.empty((b, (k + 1) * (c + 1), d, h, w), dtype=compressed.dtype, device=compressed.device)
     launch = (triton.cdiv(d * h * w, SAMPLE_BLOCK), b)
-    _hourglass_input_kernel[launch](
-        compressed, identity, kp_driving, kp_source, out, d, h, w, k,
-        C=c, VARIANCE=variance, BLOCK=SAMPLE_BLOCK, num_warps=4,
+    hourglass_input_launch(compressed.dtype, c, variance)(
+        launch, compressed, identity, kp_driving, kp_source, out, d, h, w, k
     )
     return out
 
@@ -288,24 +370,20 @@ def deformation(
     p = d * h * w
     out = torch.empty((b, d, h, w, 3), dtype=torch.float32, device=mask.device)
     launch = (triton.cdiv(p, SAMPLE_BLOCK), b)
-    _deformation_kernel[launch](
-        mask, identity, kp_driving, kp_source, out, p, slots - 1, SOFTMAX=softmax, BLOCK=SAMPLE_BLOCK, num_warps=4
-    )
+    deformation_launch(mask.dtype, softmax)(launch, mask, identity, kp_driving, kp_source, out, p, slots - 1)
     return out
 
 
 def pointwise_conv_occlusion(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, occlusion: torch.Tensor, input_precision: str
 ) -> torch.Tensor:
-    """x (B, Cin, H, W), weight (Cout, Cin) in x's dtype, bias (Cout,), occlusion (B, 1, H, W) -> (B, Cout, H, W)."""
+    """x (B, Cin, H, W); weight (Cout, Cin), bias (Cout,), occlusion (B, 1, H, W) in x's dtype -> (B, Cout, H, W)."""
     b, cin, h, w = x.shape
     cout = weight.shape[0]
     p = h * w
     out = torch.empty((b, cout, h, w), dtype=x.dtype, device=x.device)
     launch = (triton.cdiv(cout, GEMM_BLOCK_M), triton.cdiv(p, GEMM_BLOCK_N), b)
-    _pointwise_conv_occlusion_kernel[launch](
-        x, weight, bias, occlusion, out, cin, cout, p,
-        BLOCK_M=GEMM_BLOCK_M, BLOCK_N=GEMM_BLOCK_N, BLOCK_K=GEMM_BLOCK_K, INPUT_PRECISION=input_precision,
-        num_warps=4,
+    pointwise_conv_occlusion_launch(x.dtype, input_precision)(
+        launch, x, weight, bias, occlusion, out, cin, cout, p
     )
     return out
