@@ -191,6 +191,7 @@ class _Outputs:
                  all_queues: list[LatestQueue]) -> None:
         self.inference, self.controls, self.metrics, self.stop = inference, controls, metrics, stop
         self.queues, self.all_queues = queues, all_queues
+        self.warnings: tuple[str, ...] = ()  # run-level requests not honoured (shown on the HUD)
         self._gpu: GpuMonitor | None = None
 
     def hud_info(self, sink: Sink, out: OutputFrame) -> HudInfo:
@@ -337,7 +338,7 @@ def run_live(animator: Animator | Callable[[], Animator], camera: str | FrameSou
             summary = "output: " + " + ".join(s.describe() for s in sinks)
         live = _Live(animator, source, sinks, summary, config, controls=controls, max_frames=max_frames,
                      keyboard=keyboard, on_frame=on_frame)
-        live.warnings = tuple(warnings)
+        live.outputs.warnings = tuple(warnings)
     except BaseException:
         source.close()
         raise
@@ -350,7 +351,6 @@ class _Live:
                  on_frame: Callable[[OutputFrame], None] | None) -> None:
         _unique_names(sinks)
         self.source, self.sinks, self.summary, self.keyboard = source, sinks, summary, keyboard
-        self.warnings: tuple[str, ...] = ()  # run-level requests not honoured (shown on the HUD)
         self.stop = threading.Event()
         self.controls = controls or Controls(mirror=config.mirror, hud=config.hud)
         modes = tuple(getattr(animator, "modes", ()))
