@@ -19,7 +19,9 @@ step "build the wheel"
 "$work/build-env/bin/python" -m build --wheel --outdir "$work/dist" "$repo" >"$work/build.log" 2>&1 \
     || { tail -20 "$work/build.log"; exit 1; }
 wheel="$(ls "$work"/dist/lp_live-*.whl)"
-unzip -l "$wheel" | grep -q "lp_live/data/astronaut.png" || { echo "wheel_smoke: no packaged portrait" >&2; exit 1; }
+"$work/build-env/bin/python" -c "import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist(); \
+missing = {'lp_live/data/astronaut.png', 'lp_live/data/default.yaml'} - set(names); sys.exit(f'missing {missing}' if missing else 0)" \
+    "$wheel"
 
 step "install $(basename "$wheel") into a fresh venv"
 "$py" -m venv "$work/venv"

@@ -186,7 +186,7 @@ def test_hotkeys_are_declared_once():
     from lp_live.stream.controls import KEYS
     from lp_live.stream.hud import HELP_LINE
 
-    assert HELP_LINE == legend() and set(KEYS) == {h.key for h in HOTKEYS}
+    assert legend() == HELP_LINE and set(KEYS) == {h.key for h in HOTKEYS}
     readme = (REPO / "README.md").read_text()
     for h in HOTKEYS:
         assert f"`{h.key}` {h.action}" in readme, h
