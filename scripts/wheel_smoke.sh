@@ -34,13 +34,15 @@ lp="$work/venv/bin/lp-live"
 step "lp-live --version: $("$lp" --version)"
 step "lp-live doctor"
 "$lp" doctor
-step "render 3 frames with synthetic weights (packaged portrait, synthetic driving video)"
+step "render 3 frames with synthetic weights (the packaged portrait, driven by itself shifted)"
 "$work/venv/bin/python" - <<'PY'
 import numpy as np
+from lp_live.pipeline import DEFAULT_SOURCE, read_image
 from lp_live.video import VideoWriter
+face = read_image(DEFAULT_SOURCE)
 with VideoWriter("driving.mp4", fps=25) as w:
     for i in range(3):
-        w.write(np.full((256, 256, 3), 60 + 40 * i, np.uint8))
+        w.write(np.roll(face, 8 * i, axis=1))
 PY
 "$lp" --camera driving.mp4 --output out.mp4 --weights synthetic --input-size 128 --mode baseline --max-frames 3
 test -s out.mp4
