@@ -51,11 +51,12 @@ def synthetic_frames(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def load_inputs(source: Path | None, driving: Path | None, count: int, size: int) -> tuple[np.ndarray, list, str]:
-    """(source crop, driving crops, description): the given files, ../shared/assets, or synthetic."""
+    """(source crop, driving crops, description): the given files, else the packaged portrait and
+    the reference kit's d0.mp4 beside a checkout (synthetic frames without it)."""
     from .face import SOURCE_CROP, create_detector, crop_face
-    from .pipeline import fit_source, read_image
+    from .pipeline import DEFAULT_SOURCE, fit_source, read_image
 
-    source = source or (SHARED_ASSETS / "s6.jpg" if (SHARED_ASSETS / "s6.jpg").is_file() else None)
+    source = source or DEFAULT_SOURCE
     driving = driving or (SHARED_ASSETS / "d0.mp4" if (SHARED_ASSETS / "d0.mp4").is_file() else None)
     described = []
     if source is not None:

@@ -14,92 +14,71 @@ import json
 import logging
 import os
 import sys
+import typing
 from pathlib import Path
 
-from .config import Config, load_config, override
+from . import __version__
+from .config import Config, add_flags, load_config, overrides_from_args
 from .errors import UserError
+from .hotkeys import describe as describe_hotkeys
 
 log = logging.getLogger("lp_live")
 
-HOTKEYS = "b baseline/optimized, r re-anchor, p paste-back, s stitching, m mirror, h HUD, q/Esc quit"
-SINKS = ("auto", "virtualcam", "window", "file", "null")
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: the problem, then where the usage is."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_engine_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--weights", help="official weights directory, or 'synthetic' (default: the download cache)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="optimized engine precision (default: auto)")
-    p.add_argument("--input-size", type=int, help="network input side, 128..256 (default: 256)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the optimized per-frame path (default: on)")
-    p.add_argument("--triton-kernels", dest="use_kernels", action=argparse.BooleanOptionalAction, default=None,
-                   help="fused Triton warping kernels in the optimized engine on CUDA (default: on)")
-    p.add_argument("--config", type=Path, help="YAML run configuration (default: configs/default.yaml)")
+def _count(minimum: int) -> typing.Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _add_common_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, metavar="YAML",
+                   help="run configuration (default: the packaged default.yaml; `python -m lp_live.config yaml` "
+                   "prints it)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="lp-live",
         description="Animate a portrait photo with a webcam or a driving video (LivePortrait networks).",
-        epilog=f"hotkeys (preview window, or the terminal): {HOTKEYS}. "
+        epilog=f"hotkeys (preview window, or the terminal): {describe_hotkeys()}. "
         "Other commands: lp-live bench | download-weights [DIR] | doctor (each has --help).",
     )
-    p.add_argument("--source", type=Path, help="the photo to animate (default: the NASA astronaut in assets/)")
+    p.add_argument("--version", action="version", version=f"lp-live {__version__}")
+    p.add_argument("--source", type=Path, help="the photo to animate (default: the packaged NASA astronaut portrait)")
     p.add_argument("--camera", default="0", help="camera index, video file or stream URL (default: 0)")
     p.add_argument("--output", type=Path,
                    help="render to this video file, every frame in order (with --sink file: record the live run)")
-    p.add_argument("--sink", nargs="+", choices=SINKS, help="live outputs, several allowed (default: auto)")
-    p.add_argument("--size", type=int, help="output frame side in pixels (longer side)")
-    p.add_argument("--fps", type=float, help="output frame rate (default: the input's)")
-    p.add_argument("--mode", choices=("baseline", "optimized"), help="engine to start with (default: optimized)")
-    p.add_argument("--max-frames", type=int, help="stop after N driving frames")
-    p.add_argument("--stats-json", type=Path, help="write final FPS, latency percentiles, drops, mode switches")
+    p.add_argument("--max-frames", type=_count(1), metavar="N", help="stop after N driving frames (default: all)")
+    p.add_argument("--stats-json", type=Path, metavar="PATH",
+                   help="write final FPS, latency percentiles, drops, mode switches")
     p.add_argument("--loop", action="store_true", help="play a video file used as a camera in a loop")
     p.add_argument("--list-cameras", action="store_true", help="list camera indices that open, then exit")
-    p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=None,
-                   help="paste the animated face into the full photo (default: on)")
-    p.add_argument("--stitching", action=argparse.BooleanOptionalAction, default=None, help="(default: on)")
-    p.add_argument("--eye-retargeting", action=argparse.BooleanOptionalAction, default=None,
-                   help="drive the eyes from landmark ratios (needs landmark.onnx)")
-    p.add_argument("--lip-retargeting", action=argparse.BooleanOptionalAction, default=None,
-                   help="drive the lips from landmark ratios (needs landmark.onnx)")
-    p.add_argument("--smoothing", action=argparse.BooleanOptionalAction, default=None,
-                   help="One-Euro filter on the driving motion (default: on)")
-    p.add_argument("--crop-driving", action=argparse.BooleanOptionalAction, default=None,
-                   help="crop driving frames around the face (off for videos that are already face crops)")
     p.add_argument("--side-by-side", action="store_true", help="render driving | output side by side")
-    p.add_argument("--pace", action=argparse.BooleanOptionalAction, default=None,
-                   help="play a video file used as a camera at its own frame rate (default: on)")
-    p.add_argument("--hud", action=argparse.BooleanOptionalAction, default=None, help="(default: on)")
-    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None, help="mirror the camera")
-    _add_engine_flags(p)
+    _add_common_flags(p)
+    add_flags(p)
     return p
 
 
-def _apply_engine_flags(cfg: Config, args: argparse.Namespace) -> None:
-    for flag, key in (("device", "engine.device"), ("weights", "engine.weights"), ("precision", "engine.precision"),
-                      ("input_size", "engine.input_size"), ("compile", "engine.compile"),
-                      ("use_kernels", "engine.kernels")):
-        if getattr(args, flag, None) is not None:
-            override(cfg, key, getattr(args, flag))
-
-
 def config_from_args(args: argparse.Namespace) -> Config:
-    """The YAML configuration with the flags that were given applied on top."""
-    cfg = load_config(args.config)
-    _apply_engine_flags(cfg, args)
-    for flag, key in (
-        ("mode", "engine.mode"), ("paste_back", "animation.paste_back"), ("stitching", "animation.stitching"),
-        ("eye_retargeting", "animation.eye_retargeting"), ("lip_retargeting", "animation.lip_retargeting"),
-        ("smoothing", "animation.smoothing"), ("crop_driving", "face.crop_driving"), ("sink", "stream.sink"),
-        ("size", "stream.size"), ("fps", "stream.fps"), ("pace", "stream.pace"), ("hud", "stream.hud"),
-        ("mirror", "stream.mirror"),
-    ):
-        if getattr(args, flag) is not None:
-            override(cfg, key, getattr(args, flag))
-    return cfg
+    """The YAML configuration with the flags that were given applied on top, every value checked."""
+    return load_config(args.config, overrides_from_args(args))
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -116,12 +95,14 @@ def cmd_run(argv: list[str]) -> int:
         cams = list_cameras()
         print("cameras: " + (", ".join(map(str, cams)) if cams else "none found"))
         return 0
+    offline = args.output is not None and getattr(args, "stream.sink") is None
+    if offline and getattr(args, "stream.fps") is not None:
+        raise UserError("--fps sets the live output rate; a render to --output keeps the driving video's frame "
+                        "rate: drop --fps (or add --sink file to record a live run)")
     cfg = config_from_args(args)
     from .pipeline import DEFAULT_SOURCE, build_animator, read_image
 
-    source = args.source or DEFAULT_SOURCE
-    source_rgb = read_image(source)
-    offline = args.output is not None and args.sink is None
+    source_rgb = read_image(args.source or DEFAULT_SOURCE)
     if offline:
         return _render(args, cfg, source_rgb)
     from .stream import run_live
@@ -167,27 +148,32 @@ def _render(args: argparse.Namespace, cfg: Config, source_rgb) -> int:
 def cmd_bench(argv: list[str]) -> int:
     from . import bench
 
-    p = argparse.ArgumentParser(prog="lp-live bench", description=bench.__doc__.splitlines()[0])
+    p = Parser(prog="lp-live bench", description=bench.__doc__.splitlines()[0])
     p.add_argument("--json", nargs="?", const="-", metavar="PATH", help="write results as JSON (no PATH: stdout)")
     p.add_argument("--plot", type=Path, metavar="PATH", help="write a PNG chart of the comparison")
     p.add_argument("--frames", type=int, default=None, help="timed frames per mode (default: 20 on CUDA, 3 on CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed frames per mode (default: 3 on CUDA, 1 on CPU)")
-    p.add_argument("--modes", nargs="+", choices=("baseline", "optimized"), default=["baseline", "optimized"])
+    p.add_argument("--modes", nargs="+", choices=("baseline", "optimized"), default=["baseline", "optimized"],
+                   help="engines to time (default: both)")
     p.add_argument("--batch", type=int, default=1, help="driving streams per step (throughput)")
-    p.add_argument("--source", type=Path, help="source photo (default: ../shared/assets/s6.jpg if present)")
-    p.add_argument("--driving", type=Path, help="driving video (default: ../shared/assets/d0.mp4 if present)")
+    p.add_argument("--source", type=Path, help="source photo (default: the packaged portrait)")
+    p.add_argument("--driving", type=Path,
+                   help="driving video (default: the reference kit's d0.mp4 beside a checkout, else synthetic frames)")
     p.add_argument("--kernels", action="store_true", help="also time the warping kernels against PyTorch")
     p.add_argument("--profile", type=Path, metavar="PATH",
                    help="write a torch.profiler table of one optimized step")
     p.add_argument("--no-stages", dest="stages", action="store_false",
                    help="skip the per-stage pass (it synchronises at stage edges)")
-    _add_engine_flags(p)
+    _add_common_flags(p)
+    add_flags(p, ["engine"])
+    # timings do not depend on weight values (the results say which were used)
+    p._option_string_actions["--weights"].help = ("official weights directory, 'synthetic', or null for the "
+                                                  "download cache (default: synthetic)")
     args = p.parse_args(argv)
     _setup_logging(args.verbose)
-    cfg = load_config(args.config)
-    if args.weights is None:
-        args.weights = "synthetic"  # timings do not depend on weight values; say so in the results
-    _apply_engine_flags(cfg, args)
+    if getattr(args, "engine.weights") is None:
+        setattr(args, "engine.weights", "synthetic")
+    cfg = config_from_args(args)
     results = bench.run(cfg, modes=args.modes, frames=args.frames, warmup=args.warmup, batch=args.batch,
                         source=args.source, driving=args.driving, kernels=args.kernels, stages=args.stages,
                         profile=args.profile)
@@ -206,7 +192,7 @@ def cmd_download(argv: list[str]) -> int:
     from .models import default_cache_dir
     from .models.download import download_weights
 
-    p = argparse.ArgumentParser(prog="lp-live download-weights",
+    p = Parser(prog="lp-live download-weights",
                                 description="Fetch the official LivePortrait weights (only the needed files).")
     p.add_argument("dir", nargs="?", type=Path, help=f"destination (default: {default_cache_dir()})")
     p.add_argument("--no-face-models", dest="face_models", action="store_false",
@@ -221,7 +207,7 @@ def cmd_download(argv: list[str]) -> int:
 def cmd_doctor(argv: list[str]) -> int:
     from .doctor import print_report, run_checks
 
-    argparse.ArgumentParser(prog="lp-live doctor", description="Check what lp-live can use here.").parse_args(argv)
+    Parser(prog="lp-live doctor", description="Check what lp-live can use here.").parse_args(argv)
     return 0 if print_report(run_checks()) else 1
 
 

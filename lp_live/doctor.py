@@ -1,7 +1,7 @@
 """`lp-live doctor`: what this machine has for lp-live, and what to do about what it lacks.
 
-`run_checks()` returns one `Check` per item (torch, CUDA/GPU, NVML, weights, face models,
-video encoder, virtual camera, display, cameras); `print_report()` prints them. Nothing here
+`run_checks()` returns one `Check` per item (the package's own data files, torch, CUDA/GPU,
+NVML, weights, face models, video encoder, virtual camera, display, cameras); `print_report()` prints them. Nothing here
 raises: a check that fails, even unexpectedly, is reported as a failed check.
 """
 
@@ -100,7 +100,7 @@ def check_weights(weights: str | os.PathLike | None = None) -> Check:
     from .models.checkpoint import CHECKPOINT_FILES, WeightsError, find_checkpoint_root
 
     if weights is not None and str(weights) == SYNTHETIC:
-        return Check("weights", True, "synthetic (random; for tests, not a trained model)", required=True)
+        return Check("weights", True, "synthetic (random; for tests, not a trained model)")
     where = Path(weights) if weights is not None else default_cache_dir()
     try:
         root = find_checkpoint_root(where)
@@ -108,9 +108,23 @@ def check_weights(weights: str | os.PathLike | None = None) -> Check:
         hint = "lp-live download-weights" if weights is None else f"lp-live download-weights {where}"
         return Check("weights", False, str(e).split(";")[0],
                      f"{hint} (about 500 MB), or pass --weights DIR with the official files; "
-                     "--weights synthetic runs without them (random output)", True)
+                     "--weights synthetic runs without them (random output)")
     size = sum((root / f).stat().st_size for f in CHECKPOINT_FILES if (root / f).is_file())
-    return Check("weights", True, f"{root} ({size / 1e6:.0f} MB, official layout)", required=True)
+    return Check("weights", True, f"{root} ({size / 1e6:.0f} MB, official layout)")
+
+
+def check_package_data() -> Check:
+    """The package's own files: the default config (loaded and checked) and the default portrait."""
+    from .config import DEFAULT_CONFIG, load_config
+    from .pipeline import DEFAULT_SOURCE, read_image
+
+    try:
+        load_config()
+        h, w = read_image(DEFAULT_SOURCE).shape[:2]
+    except Exception as e:  # ConfigError, InputError: a broken install
+        return Check("package data", False, " ".join(str(e).split()),
+                     "reinstall lp-live (pip install --force-reinstall lp-live)", True)
+    return Check("package data", True, f"{DEFAULT_CONFIG.name} valid, {DEFAULT_SOURCE.name} {w}x{h}", required=True)
 
 
 def check_face_models(weights: str | os.PathLike | None = None) -> Check:
@@ -200,6 +214,7 @@ def check_cameras() -> Check:
 def run_checks(weights: str | os.PathLike | None = None, *, cameras: bool = True) -> list[Check]:
     """Every check, in report order. `weights`: as --weights (None: the download cache)."""
     checks: list[tuple[str, Callable[[], Check]]] = [
+        ("package data", check_package_data),
         ("torch", check_torch),
         ("cuda", check_cuda),
         ("nvml", check_nvml),
@@ -231,5 +246,12 @@ def print_report(checks: list[Check], file: TextIO | None = None) -> bool:
         if not c.ok and c.hint:
             out.write(f"      {'':<{width}}  -> {c.hint}\n")
     ok = all(c.ok for c in checks if c.required)
-    out.write("lp-live can run\n" if ok else "lp-live cannot run yet: fix the FAIL lines\n")
+    weights = next((c for c in checks if c.name == "weights"), None)
+    if not ok:
+        out.write("lp-live cannot run yet: fix the FAIL lines\n")
+    elif weights is not None and not weights.ok:
+        out.write("lp-live can run now with --weights synthetic (no download; not a trained face); "
+                  "lp-live download-weights for real output\n")
+    else:
+        out.write("lp-live can run\n")
     return ok

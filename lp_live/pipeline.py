@@ -11,7 +11,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -21,29 +23,40 @@ from .config import Config
 from .engine import AnimateOptions, EngineBase, Ratios, SourceState, create_engine
 from .errors import UserError
 from .face import DRIVING_CROP, SOURCE_CROP, Crop, Face, FaceDetector, PasteBack, create_detector, crop_face
+from .face.detector import HaarFaceDetector
 from .kinematics import Motion, eye_ratios, lip_ratio
 from .models import SYNTHETIC, LivePortraitModels, load_liveportrait
 from .models.download import resolve_weights
 from .smoothing import MotionSmoother
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 log = logging.getLogger(__name__)
 
-ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
-DEFAULT_SOURCE = ASSETS_DIR / "astronaut.png"
+DEFAULT_SOURCE: Traversable = resources.files("lp_live") / "data" / "astronaut.png"  # package data
+MIN_SOURCE_SIDE = 64  # pixels; a face crop needs at least this much photo
 
 
 class InputError(UserError):
     """An input the user gave cannot be used; the message says what to do."""
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as RGB uint8, or InputError naming the problem."""
-    path = Path(path)
+def read_image(path: str | Path | Traversable) -> np.ndarray:
+    """An image file (or package resource) as RGB uint8, or InputError naming the problem."""
+    path = Path(path) if isinstance(path, str) else path
     if not path.is_file():
         raise InputError(f"source photo {path} not found; pass an existing image file with --source")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = np.frombuffer(path.read_bytes(), np.uint8)
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise InputError(f"{path} is not an image OpenCV can read; use a JPEG or PNG photo")
+    if min(image.shape[:2]) < MIN_SOURCE_SIDE:
+        h, w = image.shape[:2]
+        raise InputError(f"{path} is {w}x{h} pixels; a photo needs at least {MIN_SOURCE_SIDE} pixels on each side")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -124,6 +137,7 @@ class Animator:
         self.weights_kind = weights_kind
         self.device = device or torch.device("cpu")
         self.detector = detector
+        self.warnings: tuple[str, ...] = ()  # requests that cannot be honoured here (logged once, shown on the HUD)
         self.frames_without_face = 0
         self._engine_factory = engine_factory
         self._engines: dict[str, EngineBase] = {}
@@ -231,17 +245,23 @@ def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortra
     models = models or load_models(config, device)
     weights_dir = None if models.kind == SYNTHETIC else Path(models.source).parent
     anim = config.animation
+    detector = create_detector(weights_dir, redetect_every=config.face.redetect_every,
+                               smoothing=config.face.box_smoothing)
+    warnings = unmet_requests(config, device, detector)
+    for line in warnings:
+        log.warning("%s", line)
+    optimized_kwargs = eng.optimized_kwargs()
+    if any(w.startswith("Triton") for w in warnings):
+        optimized_kwargs["kernels"] = None  # the default layout for this device
 
     def factory(mode: str) -> EngineBase:
         if mode == "optimized":
-            return create_engine(mode, models, device, input_size=eng.input_size, **eng.optimized_kwargs())
+            return create_engine(mode, models, device, input_size=eng.input_size, **optimized_kwargs)
         return create_engine(mode, models, device, input_size=eng.input_size)
 
     options = anim.options()
     smoother = MotionSmoother(anim.smoothing_min_cutoff, anim.smoothing_beta) if anim.smoothing else None
-    detector = create_detector(weights_dir, redetect_every=config.face.redetect_every,
-                               smoothing=config.face.box_smoothing)
-    return Animator(
+    animator = Animator(
         source_rgb,
         factory,
         detector,
@@ -254,3 +274,24 @@ def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortra
         weights_kind=models.kind,
         device=device,
     )
+    animator.warnings = tuple(warnings)
+    return animator
+
+
+def unmet_requests(config: Config, device: torch.device, detector: FaceDetector) -> list[str]:
+    """One line per requested option that cannot be honoured on this machine, saying what to do."""
+    from .kernels import triton_available
+
+    out = []
+    anim = config.animation
+    wanted = [n for n, on in (("eye retargeting", anim.eye_retargeting), ("lip retargeting", anim.lip_retargeting),
+                              ("lip normalisation", anim.normalize_lip)) if on]
+    if wanted and isinstance(detector, HaarFaceDetector):
+        out.append(f"{' and '.join(wanted)} off: no landmark model (lp-live download-weights, pip install "
+                   "onnxruntime)")
+    if config.engine.kernels == "on":
+        if device.type != "cuda":
+            out.append(f"Triton kernels off: they run on CUDA only, not {device.type}; PyTorch warping instead")
+        elif not triton_available():
+            out.append("Triton kernels off: triton is not importable (pip install triton); PyTorch warping instead")
+    return out

@@ -78,7 +78,7 @@ def test_one_face_in_s6(detector, s6, s6_face):
 
 
 def test_astronaut_asset_found(detector):
-    image = _read_rgb(REPO / "assets" / "astronaut.png")
+    image = _read_rgb(REPO / "lp_live" / "data" / "astronaut.png")
     face = detector.detect(image)
     assert face is not None
     assert box_iou(face.box, np.array([177, 66, 272, 161])) > 0.6

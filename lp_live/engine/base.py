@@ -17,28 +17,13 @@ import numpy as np
 import torch
 
 from .. import kinematics as kin
+from ..config import INPUT_SIZES, AnimateOptions
 from ..kinematics import Motion
 from ..models import LivePortraitModels
 
 log = logging.getLogger(__name__)
 
 LIP_NORMALIZE_THRESHOLD = 0.03  # source lip ratio above which lip normalisation applies
-
-
-@dataclass
-class AnimateOptions:
-    """How driving motion maps onto the source; may be changed between frames (hotkeys).
-
-    The defaults are the official CLI's: relative motion, stitching, expression-friendly
-    rescaling, no lip normalisation, no eye/lip retargeting, multiplier 1.
-    """
-
-    stitching: bool = True
-    expression_friendly: bool = True
-    normalize_lip: bool = False
-    eye_retargeting: bool = False
-    lip_retargeting: bool = False
-    multiplier: float = 1.0
 
 
 @dataclass
@@ -140,9 +125,9 @@ class EngineBase:
     name = "base"
 
     def __init__(self, models: LivePortraitModels, device: str | torch.device, *, input_size: int = 256) -> None:
-        if input_size < 128 or input_size % 32:
-            raise ValueError(f"input_size must be a multiple of 32 and at least 128 (the hourglass halves the "
-                             f"feature grid 5 times), got {input_size}")
+        if input_size not in INPUT_SIZES:
+            raise ValueError(f"input_size must be one of {INPUT_SIZES} (F downsamples 4x and the hourglass halves "
+                             f"the feature grid 5 times), got {input_size}")
         self.models = models
         self.device = torch.device(device)
         self.input_size = input_size  # network input side; 256 is what LivePortrait was trained at

@@ -16,17 +16,10 @@ import threading
 import time
 from typing import Any
 
+from ..hotkeys import KEYS
+
 log = logging.getLogger(__name__)
 
-KEYS = {
-    "b": "toggle baseline/optimized engine",
-    "r": "re-anchor the neutral pose at the current driving frame",
-    "p": "toggle paste-back",
-    "s": "toggle stitching",
-    "m": "toggle mirror",
-    "h": "toggle HUD",
-    "q": "quit (also Esc)",
-}
 ESC = "\x1b"
 
 

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..hotkeys import legend
+
 log = logging.getLogger(__name__)
 
-HELP_LINE = "b base/opt  r re-anchor  p paste-back  s stitching  m mirror  h HUD  q quit"
+HELP_LINE = legend()
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -48,6 +50,7 @@ class HudInfo:
     stitching: bool
     mirror: bool
     face_found: bool
+    warnings: tuple[str, ...] = ()  # options that cannot be honoured here (also logged once at start)
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -77,6 +80,7 @@ def hud_lines(info: HudInfo) -> list[str]:
         lines.append(f"only {'/'.join(info.modes)} loaded: no speed ratio")
     state = f"paste-back {_on(info.paste_back)}  stitching {_on(info.stitching)}  mirror {_on(info.mirror)}"
     lines.append(state if info.face_found else state + "  NO FACE")
+    lines.extend(f"WARNING: {w}" for w in info.warnings)
     return lines
 
 

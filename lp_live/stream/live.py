@@ -191,6 +191,7 @@ class _Outputs:
                  all_queues: list[LatestQueue]) -> None:
         self.inference, self.controls, self.metrics, self.stop = inference, controls, metrics, stop
         self.queues, self.all_queues = queues, all_queues
+        self.warnings: tuple[str, ...] = ()  # run-level requests not honoured (shown on the HUD)
         self._gpu: GpuMonitor | None = None
 
     def hud_info(self, sink: Sink, out: OutputFrame) -> HudInfo:
@@ -214,6 +215,7 @@ class _Outputs:
             stitching=bool(animator.options.stitching),
             mirror=self.controls.mirror,
             face_found=out.face_found,
+            warnings=self.warnings + tuple(getattr(animator, "warnings", ())),
         )
 
     def deliver(self, sink: Sink, out: OutputFrame) -> bool:
@@ -321,16 +323,22 @@ def run_live(animator: Animator | Callable[[], Animator], camera: str | FrameSou
         Any exception of the Animator, after a clean shutdown.
     """
     source = camera if isinstance(camera, FrameSource) else open_source(camera, timeout=open_timeout, loop=loop)
+    warnings: list[str] = []
     try:
         fps = config.fps or source.fps or 30.0
         if sinks is None:
             sinks, summary = resolve_sinks(config.sink, output=output, fps=fps, size=config.size,
                                            hud_on_virtualcam=config.hud_on_virtualcam)
             log.info("%s", summary)
+            for note in summary.split("; ")[1:]:
+                if note.startswith("no virtual camera"):  # asked for by `auto`: say so, as a warning
+                    log.warning("%s; apps cannot pick lp-live as a camera", note)
+                    warnings.append("no virtual camera")
         else:
             summary = "output: " + " + ".join(s.describe() for s in sinks)
         live = _Live(animator, source, sinks, summary, config, controls=controls, max_frames=max_frames,
                      keyboard=keyboard, on_frame=on_frame)
+        live.outputs.warnings = tuple(warnings)
     except BaseException:
         source.close()
         raise

@@ -1,0 +1,34 @@
+"""The hotkeys, declared once: `Controls` acts on them, the HUD, the CLI help and the README list them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Hotkey:
+    key: str
+    label: str  # short, for the HUD's legend
+    action: str  # what it does, for help texts
+
+
+HOTKEYS: tuple[Hotkey, ...] = (
+    Hotkey("b", "base/opt", "toggle baseline/optimized engine"),
+    Hotkey("r", "re-anchor", "re-anchor the neutral pose at the current driving frame"),
+    Hotkey("p", "paste-back", "toggle paste-back"),
+    Hotkey("s", "stitching", "toggle stitching"),
+    Hotkey("m", "mirror", "toggle mirror"),
+    Hotkey("h", "HUD", "toggle HUD"),
+    Hotkey("q", "quit", "quit (also Esc)"),
+)
+KEYS: dict[str, str] = {h.key: h.action for h in HOTKEYS}
+
+
+def legend() -> str:
+    """The HUD's one-line key legend."""
+    return "  ".join(f"{h.key} {h.label}" for h in HOTKEYS)
+
+
+def describe() -> str:
+    """The keys in words, for help texts: "b toggle baseline/optimized engine, r ..."."""
+    return ", ".join(f"{h.key} {h.action}" for h in HOTKEYS)
