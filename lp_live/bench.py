@@ -8,6 +8,7 @@ with the device, torch version, git commit, date and weights kind beside them.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import platform
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ASSETS = next((p / "assets" for p in (REPO.parent / "shared", REPO / "shared") if (p / "assets").is_dir()),
                      REPO.parent / "shared" / "assets")
+COMMIT_FILE = REPO / "shared" / "commit.json"  # the commit of a checkout copied without .git
 STAGES = ("copy_h2d", "pre", "motion", "stitching", "warping", "generator", "post", "copy_d2h")
 
 
@@ -110,13 +112,33 @@ def device_name(device: torch.device) -> str:
 
 
 def git_commit() -> str:
+    """HEAD of this checkout ("-dirty" appended for uncommitted changes to tracked files).
+
+    Without git (a checkout copied alone to a GPU machine, .git left behind) it is read from
+    shared/commit.json, written beside the copied kit by scripts/prepare_gpu_run.sh.
+    """
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
                                capture_output=True, text=True, check=True).stdout.strip()
         return rev.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
+        pass
+    try:
+        recorded = json.loads(COMMIT_FILE.read_text())
+        return str(recorded["commit"]) + ("-dirty" if recorded.get("dirty") else "")
+    except (OSError, ValueError, KeyError, TypeError):
         return "unknown"
+
+
+def compile_counts() -> dict[str, int]:
+    """Graphs torch.compile made in this process so far, and inductor's FX-graph cache outcomes: a hit
+    skips code generation; frozen graphs (the optimized engine's) bypass that cache, so each new
+    process traces and generates them again (at best, kernels already built are found on disk)."""
+    from torch._dynamo.utils import counters
+
+    return {"graphs": int(counters["stats"]["unique_graphs"]),
+            **{f"fx_cache_{k}": int(counters["inductor"][f"fxgraph_cache_{k}"]) for k in ("hit", "miss", "bypass")}}
 
 
 def rss_mb() -> float:
@@ -281,6 +303,7 @@ def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int
         results["kernels"] = run_kernel_benchmarks(device, dtype, repeats=50 if on_cuda else 3,
                                                    warmup=5 if on_cuda else 1, batch=batch,
                                                    warping_module=models.warping_module)
+    results["meta"]["compiled"] = compile_counts()  # the whole process: the modes and any kernel bench
     return results
 
 
