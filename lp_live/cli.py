@@ -173,7 +173,8 @@ def cmd_bench(argv: list[str]) -> int:
     p.add_argument("--frames", type=int, default=None, help="timed frames per mode (default: 20 on CUDA, 3 on CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed frames per mode (default: 3 on CUDA, 1 on CPU)")
     p.add_argument("--modes", nargs="+", choices=("baseline", "optimized"), default=["baseline", "optimized"])
-    p.add_argument("--batch", type=int, default=1, help="driving streams per step (throughput)")
+    p.add_argument("--batch", nargs="+", default=["1"], metavar="B",
+                   help="driving frames per step, one or more sizes: --batch 1 2 4 or --batch 1,2,4 (default: 1)")
     p.add_argument("--source", type=Path, help="source photo (default: ../shared/assets/s6.jpg if present)")
     p.add_argument("--driving", type=Path, help="driving video (default: ../shared/assets/d0.mp4 if present)")
     p.add_argument("--kernels", action="store_true", help="also time the warping kernels against PyTorch")
@@ -188,7 +189,8 @@ def cmd_bench(argv: list[str]) -> int:
     if args.weights is None:
         args.weights = "synthetic"  # timings do not depend on weight values; say so in the results
     _apply_engine_flags(cfg, args)
-    results = bench.run(cfg, modes=args.modes, frames=args.frames, warmup=args.warmup, batch=args.batch,
+    results = bench.run(cfg, modes=args.modes, frames=args.frames, warmup=args.warmup,
+                        batch=bench.parse_batches(args.batch),
                         source=args.source, driving=args.driving, kernels=args.kernels, stages=args.stages,
                         profile=args.profile)
     if args.json and args.json != "-":
