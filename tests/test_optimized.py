@@ -392,6 +392,12 @@ def test_cuda_graph_replay_matches_the_fixtures_and_eager(kit, cuda_models, case
     image = replayed[-1].astype(np.float32) / 255
     err = K.rel_l2(image.transpose(0, 3, 1, 2), case["g_out"])
     assert err <= K.tol(dtype, "spade_generator") + 4e-3  # + uint8 quantisation
+    # M: backbone in the engine's dtype (FastMotion), graph-replayed, within the kit's bound
+    (motion_image,), motion_ref = K.module_case("motion_extractor")
+    with torch.no_grad():
+        raw = engine.motion_raw(motion_image.cuda())
+    for key, ref in motion_ref.items():
+        assert K.rel_l2(raw[key], ref) <= K.tol(dtype, "motion_extractor"), key
     # a new source goes into the graphs' static buffers
     other = fixture_state(engine, case["feature"].flip(-1), case["kp_source"])
     with torch.no_grad():

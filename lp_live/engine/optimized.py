@@ -20,8 +20,9 @@ What differs from `BaselineEngine` (and why):
   float32, then cast), the hourglass's (1, 2, 2) average pool rewritten as a mean (CPUs have
   no bf16/fp16 `avg_pool3d`), weights cast and laid out channels_last. The deformation is
   computed as grid + mask-weighted keypoint shifts (one small matmul; inductor made the
-  official 22-slot strided sum a 2.3 s loop). M is compiled as is (freezing snapshots its
-  weights; the shared module is not touched).
+  official 22-slot strided sum a 2.3 s loop). M is compiled as is, on CUDA wrapped by
+  `FastMotion` (freezing snapshots its weights; the shared module is not touched). W's
+  identity grid is a buffer of `FastWarping`, so a captured graph reads a tensor the engine owns.
 * **CPU shape fixes (`Layout`).** Exact rewrites that dodge slow oneDNN paths or save work,
   each equal to the original up to float32 rounding (see `default_layout` for timings): the
   142-channel 7x7x7 mask conv and the occlusion conv over 64-channel input slices
@@ -622,7 +623,8 @@ class FastMotion(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         det = self.detector
         x = image
-        with torch.autocast(image.device.type, dtype=self.dtype):
+        # no cast cache: under CUDA-graph capture the cached weight copies would be freed on exit
+        with torch.autocast(image.device.type, dtype=self.dtype, cache_enabled=False):
             for down, stage in zip(det.downsample_layers, det.stages):
                 x = stage(down(x))
         x = det.norm(x.float().mean(dim=(-2, -1)))  # (B, C, H, W) -> (B, C), float32
