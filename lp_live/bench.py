@@ -3,6 +3,10 @@
 Every figure comes from this run: per-frame latency (p50/p95), frames per second, per-stage
 milliseconds (a separate pass that synchronises at stage edges), peak memory, compile time,
 with the device, torch version, git commit, date and weights kind beside them.
+
+Several batch sizes (B driving frames per step, one source) are measured with the same engine
+per mode, one after the other: `results["modes"]` holds the first batch size's figures (the
+keys of a single-batch run), `results["batches"]["<B>"]` every batch size's.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +167,23 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
+def parse_batches(values: Sequence[str | int]) -> list[int]:
+    """Batch sizes from "1 2 4" or "1,2,4" style arguments, in order, without repeats."""
+    sizes: list[int] = []
+    for value in values:
+        for part in str(value).split(","):
+            if not part.strip():
+                continue
+            size = int(part)
+            if size < 1:
+                raise ValueError(f"batch sizes must be >= 1, got {size}")
+            if size not in sizes:
+                sizes.append(size)
+    if not sizes:
+        raise ValueError("no batch size given")
+    return sizes
+
+
 def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray], *, warmup: int, timed: int,
                  batch: int, stages: bool) -> dict[str, Any]:
     """Time one engine: source preparation, warm-up (with compile), timed steps, per-stage pass."""
@@ -203,7 +225,10 @@ def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
             finally:
                 engine.timer.enabled = False
             stage_ms = {k: statistics.median(v) for k, v in engine.timer.totals.items()}
+    compile_here = {k: v for k, v in (getattr(engine, "compile_seconds", None) or {}).items()
+                    if k.endswith(f"@{batch}")}
     result: dict[str, Any] = {
+        "batch": batch,
         "frames_timed": timed * batch,
         "steps_timed": timed,
         "ms_per_step_mean": statistics.fmean(latencies),
@@ -211,10 +236,11 @@ def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
         "ms_per_step_p95": _percentile(latencies, 95),
         "ms_per_frame": statistics.fmean(latencies) / batch,
         "fps": timed * batch / total_s,
+        "fps_p50": batch / (_percentile(latencies, 50) / 1e3) if latencies else float("nan"),  # B / median step
         "source_ms": source_ms,
         "warmup_s": [round(t, 3) for t in warm_times],
-        "compile_s": _compile_total(getattr(engine, "compile_seconds", None)),
-        "compile_s_by_function": getattr(engine, "compile_seconds", None),
+        "compile_s": _compile_total(compile_here),  # this batch size's first calls
+        "compile_s_by_function": compile_here or None,
         "stages_ms": stage_ms,
         "output_shape": list(out.shape),
     }
@@ -247,17 +273,21 @@ def profile_step(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
                     + prof.key_averages().table(sort_by=sort, row_limit=40) + "\n")
 
 
-def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int | None = None, batch: int = 1,
-        source: Path | None = None, driving: Path | None = None, kernels: bool = False,
-        stages: bool = True, profile: Path | None = None) -> dict[str, Any]:
-    """Measure `modes` on the same inputs and return the results as a JSON-ready dict."""
+def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int | None = None,
+        batch: int | Sequence[int] = 1, source: Path | None = None, driving: Path | None = None,
+        kernels: bool = False, stages: bool = True, profile: Path | None = None) -> dict[str, Any]:
+    """Measure `modes` at each batch size on the same inputs; the results as a JSON-ready dict.
+
+    `frames` and `warmup` count steps (of `batch` driving frames each) per mode and batch size.
+    """
+    batches = [batch] if isinstance(batch, int) else list(batch)
     device = resolve_device(cfg.engine.device)
     on_cuda = device.type == "cuda"
     timed = frames if frames is not None else (20 if on_cuda else 3)
     warmup = warmup if warmup is not None else (3 if on_cuda else 1)
     size = cfg.engine.input_size
     models = load_liveportrait(resolve_weights(cfg.engine.weights, download=False), device=device)
-    src, drv, inputs = load_inputs(source, driving, max(8, batch * (timed + warmup)), size)
+    src, drv, inputs = load_inputs(source, driving, max(8, max(batches) * (timed + warmup)), size)
     results: dict[str, Any] = {
         "meta": {
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -270,10 +300,12 @@ def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int
             "weights": models.kind,
             "inputs": inputs,
             "input_size": size,
-            "batch": batch,
+            "batch": batches[0],  # the batch size of "modes"
+            "batches": batches,
             "threads": torch.get_num_threads(),
         },
         "modes": {},
+        "batches": {str(b): {"modes": {}} for b in batches},
     }
     for mode in modes:
         log.info("measuring %s", mode)
@@ -281,27 +313,33 @@ def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int
         if mode == "optimized":
             kwargs.update(cfg.engine.optimized_kwargs())
         engine = create_engine(mode, models, device, **kwargs)
-        results["modes"][mode] = measure_mode(engine, src, drv, warmup=warmup, timed=timed, batch=batch,
-                                              stages=stages)
+        for b in batches:
+            log.info("measuring %s at batch %d", mode, b)
+            measured = measure_mode(engine, src, drv, warmup=warmup, timed=timed, batch=b, stages=stages)
+            results["batches"][str(b)]["modes"][mode] = measured
+        results["modes"][mode] = results["batches"][str(batches[0])]["modes"][mode]
         if profile is not None and mode == "optimized":
             profile_step(engine, src, drv, profile)
         del engine
         if on_cuda:
             torch.cuda.empty_cache()
-    if "baseline" in results["modes"] and "optimized" in results["modes"]:
-        b, o = results["modes"]["baseline"], results["modes"]["optimized"]
-        results["speedup"] = {
-            "time_per_frame": b["ms_per_frame"] / o["ms_per_frame"],
-            "fps": o["fps"] / b["fps"],
-            "peak_memory": b["peak_memory_mb"] / o["peak_memory_mb"] if o["peak_memory_mb"] else None,
-        }
+    for entry in results["batches"].values():
+        if "baseline" in entry["modes"] and "optimized" in entry["modes"]:
+            b, o = entry["modes"]["baseline"], entry["modes"]["optimized"]
+            entry["speedup"] = {
+                "time_per_frame": b["ms_per_frame"] / o["ms_per_frame"],
+                "fps": o["fps"] / b["fps"],
+                "peak_memory": b["peak_memory_mb"] / o["peak_memory_mb"] if o["peak_memory_mb"] else None,
+            }
+    if "speedup" in results["batches"][str(batches[0])]:
+        results["speedup"] = results["batches"][str(batches[0])]["speedup"]
     if kernels:
         from .kernels.bench import run_kernel_benchmarks
 
         # fp16 on CUDA, as the optimized engine runs W there; fp32 elsewhere (the reference path)
         dtype = torch.float16 if on_cuda else torch.float32
         results["kernels"] = run_kernel_benchmarks(device, dtype, repeats=50 if on_cuda else 3,
-                                                   warmup=5 if on_cuda else 1, batch=batch,
+                                                   warmup=5 if on_cuda else 1, batch=batches[0],
                                                    warping_module=models.warping_module)
     results["meta"]["compiled"] = compile_counts()  # the whole process: the modes and any kernel bench
     return results
@@ -350,11 +388,26 @@ def format_table(results: dict[str, Any]) -> str:
         "  ".join(h.ljust(w) for h, w in zip(header, widths)),
     ]
     lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    if len(results.get("batches", {})) > 1:
+        lines += ["", format_batches(results)]
     if "kernels" in results:
         from .kernels.bench import format_kernel_benchmarks
 
         lines += ["", format_kernel_benchmarks(results["kernels"])]
     return "\n".join(lines)
+
+
+def format_batches(results: dict[str, Any]) -> str:
+    """One row per batch size and mode: step latency p50/p95, time per frame, frames/s (B / step)."""
+    header = ["batch", "mode", "step p50", "step p95", "per frame", "frames/s", "frames/s (p50)"]
+    rows = []
+    for b, entry in results["batches"].items():
+        for mode, r in entry["modes"].items():
+            rows.append([b, mode, _fmt(r["ms_per_step_p50"], " ms"), _fmt(r["ms_per_step_p95"], " ms"),
+                         _fmt(r["ms_per_frame"], " ms"), _fmt(r["fps"]), _fmt(r.get("fps_p50"))])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in [header, *rows])
 
 
 def plot(results: dict[str, Any], path: str | Path) -> None:

@@ -155,7 +155,8 @@ def cmd_bench(argv: list[str]) -> int:
     p.add_argument("--warmup", type=int, default=None, help="untimed frames per mode (default: 3 on CUDA, 1 on CPU)")
     p.add_argument("--modes", nargs="+", choices=("baseline", "optimized"), default=["baseline", "optimized"],
                    help="engines to time (default: both)")
-    p.add_argument("--batch", type=int, default=1, help="driving streams per step (throughput)")
+    p.add_argument("--batch", nargs="+", default=["1"], metavar="B",
+                   help="driving frames per step, one or more sizes: --batch 1 2 4 or --batch 1,2,4 (default: 1)")
     p.add_argument("--source", type=Path, help="source photo (default: the packaged portrait)")
     p.add_argument("--driving", type=Path,
                    help="driving video (default: the reference kit's d0.mp4 beside a checkout, else synthetic frames)")
@@ -174,7 +175,8 @@ def cmd_bench(argv: list[str]) -> int:
     if getattr(args, "engine.weights") is None:
         setattr(args, "engine.weights", "synthetic")
     cfg = config_from_args(args)
-    results = bench.run(cfg, modes=args.modes, frames=args.frames, warmup=args.warmup, batch=args.batch,
+    results = bench.run(cfg, modes=args.modes, frames=args.frames, warmup=args.warmup, 
+                        batch=bench.parse_batches(args.batch),
                         source=args.source, driving=args.driving, kernels=args.kernels, stages=args.stages,
                         profile=args.profile)
     if args.json and args.json != "-":

@@ -99,9 +99,13 @@ def relative_keypoints(source: Motion, driving: Motion, anchor: Motion) -> torch
 
 
 def stitch(stitching: nn.Module, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
-    """x_d corrected by the stitching MLP: 63 per-point deltas plus one (tx, ty) for all points."""
+    """x_d corrected by the stitching MLP: 63 per-point deltas plus one (tx, ty) for all points.
+
+    x_s is (B, 21, 3) or one source (1, 21, 3) for every driving frame of x_d (B, 21, 3).
+    """
     b, k, _ = x_d.shape
-    delta = stitching(torch.cat([x_s.reshape(b, -1), x_d.reshape(b, -1)], dim=1))  # (B, 65)
+    flat_s = x_s.reshape(x_s.shape[0], -1).expand(b, -1)  # (1 or B, 63) -> (B, 63)
+    delta = stitching(torch.cat([flat_s, x_d.reshape(b, -1)], dim=1))  # (B, 65)
     x = x_d + delta[:, : 3 * k].reshape(b, k, 3)
     return torch.cat([x[..., :2] + delta[:, None, 3 * k :], x[..., 2:]], dim=-1)
 
@@ -111,9 +115,11 @@ def retarget(mlp: nn.Module, x_s: torch.Tensor, ratios: torch.Tensor) -> torch.T
 
     eye: ratios = (src left eye, src right eye, driving LEFT eye) (B, 3);
     lip: ratios = (src lip, driving lip) (B, 2).
+    x_s is (B, 21, 3), or (1, 21, 3) for one source and B ratio rows.
     """
-    b = x_s.shape[0]
-    return mlp(torch.cat([x_s.reshape(b, -1), ratios.to(x_s)], dim=1)).reshape(b, -1, 3)
+    b = ratios.shape[0]
+    flat_s = x_s.reshape(x_s.shape[0], -1).expand(b, -1)  # (1 or B, 63) -> (B, 63)
+    return mlp(torch.cat([flat_s, ratios.to(x_s)], dim=1)).reshape(b, -1, 3)
 
 
 def apply_multiplier(x_s: torch.Tensor, x_d: torch.Tensor, multiplier: float) -> torch.Tensor:

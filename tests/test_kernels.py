@@ -176,7 +176,11 @@ def test_argument_errors():
     with pytest.raises(ValueError, match="grid shape"):
         grid_sample_3d(x, torch.zeros(1, 3, 4, 5, 2))
     with pytest.raises(ValueError, match="grid shape"):
-        grid_sample_3d(x, torch.zeros(2, 3, 4, 5, 3))
+        grid_sample_3d(x.expand(2, -1, -1, -1, -1), torch.zeros(3, 3, 4, 5, 3))
+    with pytest.raises(ValueError, match="compressed batch"):
+        hourglass_input(x.expand(2, -1, -1, -1, -1), torch.zeros(3, 21, 3), torch.zeros(3, 21, 3))
+    with pytest.raises(ValueError, match=r"grid shape \(3, 4, 5, 2\)"):
+        hourglass_input(x, torch.zeros(1, 21, 3), torch.zeros(1, 21, 3), grid=torch.zeros(3, 4, 5, 2))
     with pytest.raises(TypeError, match="dtype"):
         grid_sample_3d(x.double(), torch.zeros(1, 3, 4, 5, 3))
     with pytest.raises(ValueError, match="kp_source shape"):
@@ -216,6 +220,29 @@ def test_bench_runs_on_cpu(official_warping_module):
 # ---------------------------------------------------------------------------------------------
 # Triton kernels in the interpreter (CPU tensors)
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", [Backend.REFERENCE, pytest.param(TRITON, marks=needs_triton)])
+def test_one_source_broadcasts_over_the_batch(backend):
+    """A batch-1 volume and kp_source serve every driving slot (stride 0), equal to the expanded ones;
+    a given identity grid is the one used."""
+    b, d, h, w = 3, 3, 4, 5
+    volume = torch.randn(1, 4, d, h, w, generator=_gen(30))
+    kd, ks = _keypoints(b, 2, 31)
+    ks = ks[:1]
+    grid = _uniform((b, d, h, w, 3), -1.1, 1.1, 32)
+    logits = torch.randn(b, 3, d, h, w, generator=_gen(33))
+    full, ks_full = volume.expand(b, -1, -1, -1, -1).contiguous(), ks.expand(b, -1, -1).contiguous()
+    assert torch.equal(grid_sample_3d(volume, grid, backend=backend), grid_sample_3d(full, grid, backend=backend))
+    assert torch.equal(hourglass_input(volume, kd, ks, backend=backend),
+                       hourglass_input(full, kd, ks_full, backend=backend))
+    assert torch.equal(softmax_deformation(logits, kd, ks, backend=backend),
+                       softmax_deformation(logits, kd, ks_full, backend=backend))
+    shifted = reference.identity_grid(d, h, w, volume.device) + 0.25
+    assert not torch.equal(hourglass_input(volume, kd, ks, grid=shifted, backend=backend),
+                           hourglass_input(volume, kd, ks, backend=backend))
+    torch.testing.assert_close(deformation(torch.softmax(logits, 1), kd, ks, grid=shifted, backend=backend),
+                               deformation(torch.softmax(logits, 1), kd, ks, backend=backend) + 0.25, **FP32)
+
+
 @needs_triton
 def test_interpreter_really_runs_the_kernels(monkeypatch):
     from triton.runtime.interpreter import InterpretedFunction

@@ -12,6 +12,7 @@ import torch
 
 from lp_live.engine import AnimateOptions, BaselineEngine, SourceState, create_engine
 from lp_live.engine.optimized import (
+    FastMotion,
     NearestUpConv2d,
     OptimizedEngine,
     SplitConv3d,
@@ -215,6 +216,19 @@ def test_create_engine_builds_the_optimized_engine(kit_models):
     assert engine.precision == "fp32" and not engine.compiled and not engine.uses_cuda_graph
 
 
+def test_fast_motion_low_precision_backbone_matches_the_fixtures(kit, kit_models):
+    """M as the optimized engine runs it on CUDA (backbone under autocast, float32 heads), here
+    with CPU bf16 autocast: within the kit's bf16 bound, float32 outputs."""
+    _, K = kit
+    (image,), expected = K.module_case("motion_extractor")
+    with torch.no_grad():
+        got = FastMotion(kit_models.motion_extractor, torch.bfloat16)(image)
+    assert set(got) == set(expected)
+    for key, ref in expected.items():
+        assert got[key].dtype == torch.float32
+        assert K.rel_l2(got[key], ref) <= K.tol("bfloat16", "motion_extractor"), key
+
+
 def test_source_cache_holds_the_compressed_volume(fp32_eager, kit_models, case):
     state = fixture_state(fp32_eager, case["feature"], case["kp_source"])
     with torch.no_grad():
@@ -372,12 +386,18 @@ def test_cuda_graph_replay_matches_the_fixtures_and_eager(kit, cuda_models, case
     with torch.no_grad():
         replayed = [engine.generate(state, kd) for _ in range(3)]  # capture, then replays
         eager = to_uint8(engine.decode(engine.warp(state, kd))).cpu().numpy()
-    assert engine.uses_cuda_graph and ("post", 1) in engine._graphs
+    assert engine.uses_cuda_graph and ("post", 1, False) in engine._graphs
     for out in replayed:
         assert np.abs(out.astype(int) - eager.astype(int)).max() <= 1
     image = replayed[-1].astype(np.float32) / 255
     err = K.rel_l2(image.transpose(0, 3, 1, 2), case["g_out"])
     assert err <= K.tol(dtype, "spade_generator") + 4e-3  # + uint8 quantisation
+    # M: backbone in the engine's dtype (FastMotion), graph-replayed, within the kit's bound
+    (motion_image,), motion_ref = K.module_case("motion_extractor")
+    with torch.no_grad():
+        raw = engine.motion_raw(motion_image.cuda())
+    for key, ref in motion_ref.items():
+        assert K.rel_l2(raw[key], ref) <= K.tol(dtype, "motion_extractor"), key
     # a new source goes into the graphs' static buffers
     other = fixture_state(engine, case["feature"].flip(-1), case["kp_source"])
     with torch.no_grad():
@@ -396,9 +416,16 @@ def test_cuda_fp32_matches_the_fixtures(kit, cuda_models, case, no_tf32):
         assert K.rel_l2(result[key], case[ref]) <= K.tol("float32", "gpu_fp32_no_tf32"), key
 
 
+def image_rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
 @pytest.mark.cuda
 @requires_cuda
-def test_cuda_animate_batch_and_streams(cuda_models):
+def test_cuda_animate_batch_and_streams(cuda_models, no_tf32):
+    """B = 2 against B = 1 through the graphs: cuDNN may pick other fp16 kernels per batch size,
+    so whole frames are compared by relative L2 and a high quantile, not by the max over pixels."""
     engine = OptimizedEngine(cuda_models, "cuda", input_size=128, precision="fp16", compile=False)  # eager graphs
     source, frames = source_and_frames(128, 2)
     with torch.no_grad():
@@ -409,5 +436,30 @@ def test_cuda_animate_batch_and_streams(cuda_models):
         both = engine.generate(state, x_d)
     assert both.shape == (2, 256, 256, 3)
     for i in range(2):
-        assert np.abs(both[i].astype(int) - single[i].astype(int)).max() <= 2
+        assert image_rel_l2(both[i], single[i]) < 5e-3
+        assert np.percentile(np.abs(both[i].astype(int) - single[i].astype(int)), 99.9) <= 2
     assert {"motion@1", "motion@2", "generate@1", "generate@2"} <= set(engine.compile_seconds)
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_graphs_with_a_source_per_slot(cuda_models, no_tf32):
+    """Slots [A, B, A] replay the per-slot graphs (batch-3 source buffers), then one-source
+    batches the broadcast ones; a changed slot is reloaded."""
+    engine = OptimizedEngine(cuda_models, "cuda", input_size=128, precision="fp16", compile=False)
+    source, frames = source_and_frames(128, 3)
+    other = np.ascontiguousarray(source[:, ::-1])
+    frames = np.stack(frames)
+    with torch.no_grad():
+        a, b = engine.prepare_source(source), engine.prepare_source(other)
+        singles = [engine.animate(a, frames[0]), engine.animate(b, frames[1]), engine.animate(a, frames[2])]
+        a, b = engine.prepare_source(source), engine.prepare_source(other)
+        mixed = engine.animate_batch([a, b, a], frames)
+        swapped = engine.animate_batch([b, b, a], frames)  # slot 0 reloaded
+        one = engine.animate_batch(a, frames)
+    assert ("post", 3, True) in engine._graphs and ("post", 3, False) in engine._graphs
+    for i in range(3):
+        assert image_rel_l2(mixed[i], singles[i]) < 5e-3, i
+    assert image_rel_l2(swapped[1], mixed[1]) < 5e-3 and image_rel_l2(swapped[2], mixed[2]) < 5e-3
+    assert image_rel_l2(swapped[0], mixed[0]) > 2e-2  # B's image in slot 0, not A's
+    assert image_rel_l2(one[0], mixed[0]) < 5e-3 and image_rel_l2(one[2], mixed[2]) < 5e-3

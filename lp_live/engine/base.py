@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -144,8 +145,9 @@ class EngineBase:
         """(B, H, W, 3) or (H, W, 3) uint8 -> (B, 3, S, S) float32 on the device, S = input_size."""
         raise NotImplementedError
 
-    def generate(self, state: SourceState, x_d: torch.Tensor) -> np.ndarray:
-        """W + G + conversion: driving keypoints (B, 21, 3) -> (B, 512, 512, 3) uint8."""
+    def generate(self, states: SourceState | Sequence[SourceState], x_d: torch.Tensor) -> np.ndarray:
+        """W + G + conversion: driving keypoints (B, 21, 3) -> (B, 512, 512, 3) uint8, for one
+        source or one state per slot (`per_slot`)."""
         raise NotImplementedError
 
     def cache_source(self, state: SourceState) -> None:
@@ -179,26 +181,52 @@ class EngineBase:
             return kin.motion_from_raw(self.motion_raw(x))
 
     @torch.no_grad()
-    def driving_keypoints(self, state: SourceState, motion: Motion,
+    def driving_keypoints(self, states: SourceState | Sequence[SourceState], motion: Motion,
                           ratios: Ratios | None = None) -> torch.Tensor:
-        """The official per-frame keypoint path: relative motion, rescaling, retargeting, stitching."""
+        """Driving keypoints (B, 21, 3) for B driving motions: relative motion, rescaling, retargeting, stitching.
+
+        `states` is one source for every frame, or one state per slot (B of them; a state may fill
+        several slots). Slots are taken in order: a state without an anchor takes the first of its
+        slots' frames as its anchor, so one call equals B single-frame calls in slot order.
+        `ratios` (driving eye/lip ratios) has B rows.
+        """
+        b = motion.kp.shape[0]
+        slots = per_slot(states, b)
+        if isinstance(slots, SourceState):
+            return self._source_keypoints(slots, motion, ratios)
+        groups: dict[int, list[int]] = {}  # state -> its slots, in order of first appearance
+        for i, state in enumerate(slots):
+            groups.setdefault(id(state), []).append(i)
+        out: list[torch.Tensor | None] = [None] * b
+        for indices in groups.values():
+            def pick(t: torch.Tensor, indices: list[int] = indices) -> torch.Tensor:
+                # narrow + cat rather than an index tensor: no host->device copy on CUDA
+                return torch.cat([t[i : i + 1] for i in indices])
+
+            sub_ratios = None if ratios is None else Ratios(eye=pick(ratios.eye), lip=pick(ratios.lip))
+            x_d = self._source_keypoints(slots[indices[0]], motion.map(pick), sub_ratios)
+            for j, i in enumerate(indices):
+                out[i] = x_d[j : j + 1]
+        return torch.cat(out)
+
+    def _source_keypoints(self, state: SourceState, motion: Motion, ratios: Ratios | None) -> torch.Tensor:
+        """`driving_keypoints` of B frames that all animate `state` (its x_s broadcast over them)."""
         opts, x_s = state.options, state.x_s
+        b = motion.kp.shape[0]
         if state.anchor is None:
-            state.anchor = motion
-            state.anchor_x = kin.relative_keypoints(state.motion, motion, motion)
-            state.expression_scale = kin.expression_multiplier(x_s, state.anchor_x)
+            set_anchor(state, motion.map(lambda t: t[:1]))
         x_d = kin.relative_keypoints(state.motion, motion, state.anchor)
         if opts.expression_friendly:
             x_d = (x_d - state.anchor_x) * state.expression_scale + x_s
         retargeting = (opts.eye_retargeting or opts.lip_retargeting) and ratios is not None \
             and state.ratios is not None
         if retargeting:
-            x_d = x_s.clone()
+            x_d = x_s.expand(b, -1, -1)
             if opts.eye_retargeting:
-                eye = torch.cat([state.ratios.eye, ratios.eye[:, :1]], dim=1)
+                eye = torch.cat([state.ratios.eye.expand(b, -1), ratios.eye[:, :1]], dim=1)
                 x_d = x_d + kin.retarget(self.models.eye, x_s, eye)
             if opts.lip_retargeting:
-                lip = torch.cat([state.ratios.lip, ratios.lip], dim=1)
+                lip = torch.cat([state.ratios.lip.expand(b, -1), ratios.lip], dim=1)
                 x_d = x_d + kin.retarget(self.models.lip, x_s, lip)
             if opts.stitching:
                 x_d = kin.stitch(self.models.stitching, x_s, x_d)
@@ -210,14 +238,36 @@ class EngineBase:
         return kin.apply_multiplier(x_s, x_d, opts.multiplier)
 
     @torch.no_grad()
-    def animate_batch(self, state: SourceState, driving: np.ndarray | Motion, *,
+    def animate_batch(self, states: SourceState | Sequence[SourceState], driving: np.ndarray | Motion, *,
                       ratios: Ratios | None = None) -> np.ndarray:
-        """B driving frames (B, H, W, 3) or their motion against the one source -> (B, 2S, 2S, 3) uint8."""
+        """B driving frames (B, H, W, 3), or their motion, -> (B, 2S, 2S, 3) uint8.
+
+        `states`: one source animated by every frame, or one state per slot (several users or
+        faces in one batch; see `driving_keypoints` for the anchors). `ratios`: B rows.
+        """
         motion = driving if isinstance(driving, Motion) else self.extract_motion(driving)
         with self.timer.stage("stitching"):
-            x_d = self.driving_keypoints(state, motion, ratios)
-        return self.generate(state, x_d)
+            x_d = self.driving_keypoints(states, motion, ratios)
+        return self.generate(states, x_d)
 
     def animate(self, state: SourceState, driving: np.ndarray | Motion, *,
                 ratios: Ratios | None = None) -> np.ndarray:
         return self.animate_batch(state, driving, ratios=ratios)[0]
+
+
+def per_slot(states: SourceState | Sequence[SourceState], batch: int) -> SourceState | list[SourceState]:
+    """`states` for a batch of `batch` slots: one state when every slot animates the same source
+    (then its tensors broadcast over the batch), else the list of the slots' states."""
+    if isinstance(states, SourceState):
+        return states
+    states = list(states)
+    if len(states) != batch:
+        raise ValueError(f"{len(states)} source states for a batch of {batch} driving frames")
+    return states[0] if all(s is states[0] for s in states) else states
+
+
+def set_anchor(state: SourceState, anchor: Motion) -> None:
+    """Make the one-frame motion `anchor` the driving pose that maps to the source's own pose."""
+    state.anchor = anchor
+    state.anchor_x = kin.relative_keypoints(state.motion, anchor, anchor)
+    state.expression_scale = kin.expression_multiplier(state.x_s, state.anchor_x)

@@ -8,12 +8,13 @@ resizing/conversion happens on the host with OpenCV and numpy, as in the officia
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from .base import EngineBase, SourceState
+from .base import EngineBase, SourceState, per_slot
 
 
 class BaselineEngine(EngineBase):
@@ -46,15 +47,20 @@ class BaselineEngine(EngineBase):
         with self._autocast():
             return {k: v.float() for k, v in self.models.motion_extractor(image).items()}
 
-    def warp(self, state: SourceState, x_d: torch.Tensor) -> torch.Tensor:
-        f_s = state.feature_3d.expand(x_d.shape[0], *state.feature_3d.shape[1:])
-        x_s = state.x_s.expand_as(x_d)
+    def warp(self, states: SourceState | Sequence[SourceState], x_d: torch.Tensor) -> torch.Tensor:
+        slots = per_slot(states, x_d.shape[0])
+        if isinstance(slots, SourceState):  # one source: a view over the batch
+            f_s = slots.feature_3d.expand(x_d.shape[0], *slots.feature_3d.shape[1:])
+            x_s = slots.x_s.expand_as(x_d)
+        else:
+            f_s = torch.cat([s.feature_3d for s in slots])
+            x_s = torch.cat([s.x_s for s in slots])
         with self._autocast():
             return self.models.warping_module(f_s, kp_driving=x_d, kp_source=x_s)["out"]
 
-    def generate(self, state: SourceState, x_d: torch.Tensor) -> np.ndarray:
+    def generate(self, states: SourceState | Sequence[SourceState], x_d: torch.Tensor) -> np.ndarray:
         with self.timer.stage("warping"):
-            feature = self.warp(state, x_d)
+            feature = self.warp(states, x_d)
         with self.timer.stage("generator"), self._autocast():
             image = self.models.spade_generator(feature).float()
         with self.timer.stage("copy_d2h"):

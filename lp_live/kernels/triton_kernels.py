@@ -71,10 +71,13 @@ def _trilinear(
 
 @triton.jit
 def _grid_sample_3d_kernel(
-    src_ptr, grid_ptr, out_ptr, C, D, H, W, P,
+    src_ptr, grid_ptr, out_ptr, C, D, H, W, P, SRC_STRIDE,
     BLOCK: tl.constexpr, CHANNELS: tl.constexpr,
 ):
-    """Program (voxel block, channel group, n): P = Do*Ho*Wo output voxels of sample n."""
+    """Program (voxel block, channel group, n): P = Do*Ho*Wo output voxels of sample n.
+
+    SRC_STRIDE: elements between input samples; 0 when one input volume serves every sample.
+    """
     pid = tl.program_id(0)
     c_start = tl.program_id(1) * CHANNELS
     n = tl.program_id(2).to(tl.int64)
@@ -94,7 +97,7 @@ def _grid_sample_3d_kernel(
     z1 = z1 * (H * W)
 
     volume = D * H * W
-    src_n = src_ptr + n * C * volume
+    src_n = src_ptr + n * SRC_STRIDE
     out_n = out_ptr + n * C * P + offs
     # unrolled so that all 8 * CHANNELS gathers can be in flight; past C the last channel is
     # sampled again and not stored
@@ -108,11 +111,13 @@ def _grid_sample_3d_kernel(
 
 @triton.jit
 def _hourglass_input_kernel(
-    src_ptr, ident_ptr, kd_ptr, ks_ptr, out_ptr, D, H, W, K,
+    src_ptr, ident_ptr, kd_ptr, ks_ptr, out_ptr, D, H, W, K, SRC_STRIDE, KS_STRIDE,
     C: tl.constexpr, VARIANCE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Program (voxel block, b): for slot k = 0..K writes channel k*(C+1) (heatmap) and
     k*(C+1)+1+c (compressed channel c sampled at p - kd + ks; slot 0 uses kd = ks = 0).
+    SRC_STRIDE / KS_STRIDE: elements between the source volumes / source keypoints of
+    consecutive b (0: one source for every b).
 
     Slot 0 runs the same code with zero keypoints: (p - 0) + 0 == p, and the two Gaussians
     are then bit-identical, so its heatmap is exactly 0 as in the reference.
@@ -126,10 +131,10 @@ def _hourglass_input_kernel(
     py = tl.load(ident_ptr + offs * 3 + 1, mask=lane, other=0.0)
     pz = tl.load(ident_ptr + offs * 3 + 2, mask=lane, other=0.0)
 
-    src_b = src_ptr + b * C * P
+    src_b = src_ptr + b * SRC_STRIDE
     out_b = out_ptr + b * (K + 1) * (C + 1) * P + offs
     kd_b = kd_ptr + b * K * 3
-    ks_b = ks_ptr + b * K * 3
+    ks_b = ks_ptr + b * KS_STRIDE
     for k in range(0, K + 1):
         real = k > 0
         j = tl.maximum(k - 1, 0) * 3
@@ -169,10 +174,11 @@ def _hourglass_input_kernel(
 
 @triton.jit
 def _deformation_kernel(
-    mask_ptr, ident_ptr, kd_ptr, ks_ptr, out_ptr, P, K,
+    mask_ptr, ident_ptr, kd_ptr, ks_ptr, out_ptr, P, K, KS_STRIDE,
     SOFTMAX: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Program (voxel block, b): sum over slots k of m_k * ((p - kd_k) + ks_k), slot 0 = p.
+    KS_STRIDE: elements between the source keypoints of consecutive b (0: shared).
 
     With SOFTMAX, `mask_ptr` holds logits and m_k = exp(l_k - max) / sum_j exp(l_j - max)
     (three passes over the K+1 logits; they stay in cache between passes).
@@ -186,7 +192,7 @@ def _deformation_kernel(
     pz = tl.load(ident_ptr + offs * 3 + 2, mask=lane, other=0.0)
     m_b = mask_ptr + b * (K + 1) * P + offs
     kd_b = kd_ptr + b * K * 3
-    ks_b = ks_ptr + b * K * 3
+    ks_b = ks_ptr + b * KS_STRIDE
 
     top = tl.full([BLOCK], 0.0, tl.float32)
     total = tl.full([BLOCK], 1.0, tl.float32)
@@ -336,14 +342,20 @@ def pointwise_conv_occlusion_launch(dtype: torch.dtype, input_precision: str) ->
 # ---------------------------------------------------------------------------------------------
 # launchers: contiguous inputs, float32 coordinates and keypoints, outputs allocated here
 # ---------------------------------------------------------------------------------------------
+def _batch_stride(t: torch.Tensor, batch: int) -> int:
+    """Elements between consecutive samples of a contiguous t; 0 when batch-1 t serves `batch` samples."""
+    return 0 if t.shape[0] == 1 and batch > 1 else t[0].numel()
+
+
 def grid_sample_3d(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """input (N, C, D, H, W), grid (N, Do, Ho, Wo, 3) float32 -> (N, C, Do, Ho, Wo) in input's dtype."""
-    n, c, d, h, w = input.shape
+    """input (N or 1, C, D, H, W), grid (N, Do, Ho, Wo, 3) float32 -> (N, C, Do, Ho, Wo) in input's dtype."""
+    _, c, d, h, w = input.shape
+    n = grid.shape[0]
     do, ho, wo = grid.shape[1:4]
     p = do * ho * wo
     out = torch.empty((n, c, do, ho, wo), dtype=input.dtype, device=input.device)
     launch = (triton.cdiv(p, SAMPLE_BLOCK), triton.cdiv(c, CHANNELS_PER_PROGRAM), n)
-    grid_sample_3d_launch(input.dtype)(launch, input, grid, out, c, d, h, w, p)
+    grid_sample_3d_launch(input.dtype)(launch, input, grid, out, c, d, h, w, p, _batch_stride(input, n))
     return out
 
 
@@ -351,13 +363,15 @@ def hourglass_input(
     compressed: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor, identity: torch.Tensor,
     variance: float,
 ) -> torch.Tensor:
-    """compressed (B, C, D, H, W), keypoints (B, K, 3), identity (D, H, W, 3) -> (B, (K+1)*(C+1), D, H, W)."""
-    b, c, d, h, w = compressed.shape
-    k = kp_driving.shape[1]
+    """compressed (B or 1, C, D, H, W), kp_driving (B, K, 3), kp_source (B or 1, K, 3), identity
+    (D, H, W, 3) -> (B, (K+1)*(C+1), D, H, W)."""
+    _, c, d, h, w = compressed.shape
+    b, k = kp_driving.shape[:2]
     out = torch.empty((b, (k + 1) * (c + 1), d, h, w), dtype=compressed.dtype, device=compressed.device)
     launch = (triton.cdiv(d * h * w, SAMPLE_BLOCK), b)
     hourglass_input_launch(compressed.dtype, c, variance)(
-        launch, compressed, identity, kp_driving, kp_source, out, d, h, w, k
+        launch, compressed, identity, kp_driving, kp_source, out, d, h, w, k, _batch_stride(compressed, b),
+        _batch_stride(kp_source, b),
     )
     return out
 
@@ -365,12 +379,14 @@ def hourglass_input(
 def deformation(
     mask: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor, identity: torch.Tensor, softmax: bool
 ) -> torch.Tensor:
-    """mask (B, K+1, D, H, W) weights (or logits with softmax) -> (B, D, H, W, 3) float32."""
+    """mask (B, K+1, D, H, W) weights (or logits with softmax), kp_source (B or 1, K, 3) -> (B, D, H, W, 3) float32."""
     b, slots, d, h, w = mask.shape
     p = d * h * w
     out = torch.empty((b, d, h, w, 3), dtype=torch.float32, device=mask.device)
     launch = (triton.cdiv(p, SAMPLE_BLOCK), b)
-    deformation_launch(mask.dtype, softmax)(launch, mask, identity, kp_driving, kp_source, out, p, slots - 1)
+    deformation_launch(mask.dtype, softmax)(
+        launch, mask, identity, kp_driving, kp_source, out, p, slots - 1, _batch_stride(kp_source, b)
+    )
     return out
 
 
