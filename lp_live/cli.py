@@ -175,7 +175,7 @@ def cmd_bench(argv: list[str]) -> int:
     if getattr(args, "engine.weights") is None:
         setattr(args, "engine.weights", "synthetic")
     cfg = config_from_args(args)
-    results = bench.run(cfg, modes=args.modes, frames=args.frames, warmup=args.warmup, 
+    results = bench.run(cfg, modes=args.modes, frames=args.frames, warmup=args.warmup,
                         batch=bench.parse_batches(args.batch),
                         source=args.source, driving=args.driving, kernels=args.kernels, stages=args.stages,
                         profile=args.profile)
