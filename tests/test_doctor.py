@@ -17,8 +17,8 @@ from lp_live.stream import MODPROBE
 from lp_live.stream import capture as capture_module
 from lp_live.stream import sinks as sinks_module
 
-NAMES = ["torch", "cuda", "nvml", "weights", "face models", "face detector", "video encoder", "virtual camera",
-         "display"]
+NAMES = ["torch", "cuda", "nvml", "cpu threading", "weights", "face models", "face detector", "video encoder",
+         "virtual camera", "display"]
 
 
 def test_run_checks_covers_everything_and_never_raises():
