@@ -1,8 +1,24 @@
 """Baseline vs optimized engine, measured side by side in one process on the same inputs.
 
 Every figure comes from this run: per-frame latency (p50/p95), frames per second, per-stage
-milliseconds (a separate pass that synchronises at stage edges), peak memory, compile time,
-with the device, torch version, git commit, date and weights kind beside them.
+milliseconds, peak memory, compile time, with the device, torch version, git commit, date and
+weights kind beside them, and on CPUs the threading (`cputune`), each engine's precision and
+any competing load (`--load N`: N busy processes during the timed steps, `cpuload`).
+
+Per-stage times and the time per frame. Stage times come from the engine's `StageTimer`. On a
+CPU the timer costs two clock reads per stage, so it runs during the timed steps themselves
+and the stage rows plus "other" add up to the time per step, frame by frame. On CUDA it must
+synchronise at stage edges, which changes the per-frame time, so it runs in a separate pass
+of up to 5 steps, and the rows add up to that pass's own step time (shown beside them). The
+stages cover the whole animate step; "other" is what runs between them (the driving frames'
+np.stack, Python glue) and is near zero. A stage that runs inside another (copy_h2d inside
+pre) is shown but not added twice. Before this, the CPU stage figures came from a separate
+pass of up to 5 steps after the timed ones, as medians, while the time per frame was the mean
+of the (by default 3) timed steps. Quiet, both agree (committed Xeon result: 5,628 ms per
+frame, stages summing to 5,628 ms). Beside a competing process with the default OpenMP wait
+policy, though, a step's time swings several-fold with what the other process is doing at
+that moment (see `cputune`), so two passes taken seconds apart, one averaged and one a median,
+could differ by up to 2x: a measurement artefact, not work outside the stages.
 
 Several batch sizes (B driving frames per step, one source) are measured with the same engine
 per mode, one after the other: `results["modes"]` holds the first batch size's figures (the
@@ -11,6 +27,7 @@ keys of a single-batch run), `results["batches"]["<B>"]` every batch size's.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -27,8 +44,11 @@ import cv2
 import numpy as np
 import torch
 
+from . import cputune
 from .config import Config
+from .cpuload import CompetingLoad
 from .engine import EngineBase, create_engine
+from .engine.base import StageTimer
 from .models import load_liveportrait
 from .models.download import resolve_weights
 from .pipeline import resolve_device
@@ -184,9 +204,37 @@ def parse_batches(values: Sequence[str | int]) -> list[int]:
     return sizes
 
 
+def stage_breakdown(timer: StageTimer, step_ms: list[float]) -> dict[str, float]:
+    """Mean ms per step of each stage the timer saw during the steps timed in `step_ms`, plus
+    "other": the mean step time not inside any outermost stage (nested stages are not subtracted
+    twice; `timer.parents` names them)."""
+    steps = max(1, len(step_ms))
+    means = {k: sum(v) / steps for k, v in timer.totals.items()}
+    outer = sum(v for k, v in means.items() if k not in timer.parents)
+    return {**means, "other": statistics.fmean(step_ms) - outer if step_ms else float("nan")}
+
+
+def stage_pass(engine: EngineBase, state, batches: list[np.ndarray]) -> tuple[dict[str, float], float]:
+    """A separate pass with the stage timer on (it synchronises at stage edges on CUDA):
+    (`stage_breakdown`, mean ms per step of this pass)."""
+    step_ms = []
+    engine.timer.reset()
+    engine.timer.enabled = True
+    try:
+        for frames in batches:
+            t0 = time.perf_counter()
+            engine.animate_batch(state, frames)
+            step_ms.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        engine.timer.enabled = False
+    return stage_breakdown(engine.timer, step_ms), statistics.fmean(step_ms)
+
+
 def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray], *, warmup: int, timed: int,
-                 batch: int, stages: bool) -> dict[str, Any]:
-    """Time one engine: source preparation, warm-up (with compile), timed steps, per-stage pass."""
+                 batch: int, stages: bool, load: CompetingLoad | None = None) -> dict[str, Any]:
+    """Time one engine: source preparation, warm-up (with compile), timed steps (with the stage
+    timer on a CPU, where it costs nothing), a per-stage pass on CUDA; `load` runs during the
+    timed steps and the stage pass."""
     device = engine.device
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -208,23 +256,26 @@ def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
             warm_times.append(time.perf_counter() - t0)
             peak_rss = max(peak_rss, rss_mb())
         latencies = []
-        t_start = time.perf_counter()
-        for i in range(timed):
-            t0 = time.perf_counter()
-            out = engine.animate_batch(state, batch_at(warmup + i))  # returns host uint8: synchronised
-            latencies.append((time.perf_counter() - t0) * 1e3)
-            peak_rss = max(peak_rss, rss_mb())
-        total_s = time.perf_counter() - t_start
         stage_ms: dict[str, float] = {}
-        if stages:
+        stage_step_ms = None
+        inline_stages = stages and device.type != "cuda"  # no synchronisation: time the stages of the timed steps
+        with load if load is not None else contextlib.nullcontext():
             engine.timer.reset()
-            engine.timer.enabled = True
+            engine.timer.enabled = inline_stages
+            t_start = time.perf_counter()
             try:
-                for i in range(max(1, min(timed, 5))):
-                    engine.animate_batch(state, batch_at(i))
+                for i in range(timed):
+                    t0 = time.perf_counter()
+                    out = engine.animate_batch(state, batch_at(warmup + i))  # returns host uint8: synchronised
+                    latencies.append((time.perf_counter() - t0) * 1e3)
+                    peak_rss = max(peak_rss, rss_mb())
             finally:
                 engine.timer.enabled = False
-            stage_ms = {k: statistics.median(v) for k, v in engine.timer.totals.items()}
+            total_s = time.perf_counter() - t_start
+            if inline_stages:
+                stage_ms = stage_breakdown(engine.timer, latencies)
+            elif stages:
+                stage_ms, stage_step_ms = stage_pass(engine, state, [batch_at(i) for i in range(max(1, min(timed, 5)))])
     compile_here = {k: v for k, v in (getattr(engine, "compile_seconds", None) or {}).items()
                     if k.endswith(f"@{batch}")}
     result: dict[str, Any] = {
@@ -242,6 +293,9 @@ def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
         "compile_s": _compile_total(compile_here),  # this batch size's first calls
         "compile_s_by_function": compile_here or None,
         "stages_ms": stage_ms,
+        "stages_nested": dict(engine.timer.parents),
+        "stages_from": "timed steps" if inline_stages else "separate pass" if stages else None,
+        "stage_pass_ms_per_step": stage_step_ms,
         "output_shape": list(out.shape),
     }
     if device.type == "cuda":
@@ -250,7 +304,7 @@ def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
     else:
         result["peak_memory_mb"] = peak_rss
         result["peak_memory_kind"] = "process RSS (sampled per step)"
-    for attr in ("precision", "compiled", "uses_cuda_graph", "uses_kernels"):
+    for attr in ("precision", "precisions", "precision_source", "compiled", "uses_cuda_graph", "uses_kernels"):
         if hasattr(engine, attr):
             result[attr] = getattr(engine, attr)
     return result
@@ -275,10 +329,12 @@ def profile_step(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
 
 def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int | None = None,
         batch: int | Sequence[int] = 1, source: Path | None = None, driving: Path | None = None,
-        kernels: bool = False, stages: bool = True, profile: Path | None = None) -> dict[str, Any]:
+        kernels: bool = False, stages: bool = True, profile: Path | None = None,
+        load: int = 0) -> dict[str, Any]:
     """Measure `modes` at each batch size on the same inputs; the results as a JSON-ready dict.
 
-    `frames` and `warmup` count steps (of `batch` driving frames each) per mode and batch size.
+    `frames` and `warmup` count steps (of `batch` driving frames each) per mode and batch size;
+    `load`: competing busy processes during each timed run (`CompetingLoad`).
     """
     batches = [batch] if isinstance(batch, int) else list(batch)
     device = resolve_device(cfg.engine.device)
@@ -303,10 +359,13 @@ def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int
             "batch": batches[0],  # the batch size of "modes"
             "batches": batches,
             "threads": torch.get_num_threads(),
+            "threading": cputune.describe(),
+            "load": CompetingLoad(load).describe(),
         },
         "modes": {},
         "batches": {str(b): {"modes": {}} for b in batches},
     }
+    competing = CompetingLoad(load) if load else None
     for mode in modes:
         log.info("measuring %s", mode)
         kwargs: dict[str, Any] = {"input_size": size}
@@ -315,7 +374,8 @@ def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int
         engine = create_engine(mode, models, device, **kwargs)
         for b in batches:
             log.info("measuring %s at batch %d", mode, b)
-            measured = measure_mode(engine, src, drv, warmup=warmup, timed=timed, batch=b, stages=stages)
+            measured = measure_mode(engine, src, drv, warmup=warmup, timed=timed, batch=b, stages=stages,
+                                    load=competing)
             results["batches"][str(b)]["modes"][mode] = measured
         results["modes"][mode] = results["batches"][str(batches[0])]["modes"][mode]
         if profile is not None and mode == "optimized":
@@ -354,6 +414,42 @@ def _fmt(v: float | None, unit: str = "") -> str:
     return f"{v:,.1f}{unit}" if abs(v) >= 10 else f"{v:.3g}{unit}"
 
 
+def _stage_rows(modes: dict[str, Any], names: list[str], both: bool, add) -> list[list[str]]:
+    """The per-stage rows (via `add`), then "other", and on CUDA the stage pass's own step time."""
+    seen = [s for s in (*STAGES, *sorted({k for n in names for k in modes[n].get("stages_ms", {})} - set(STAGES)))
+            if s != "other" and any(s in modes[n].get("stages_ms", {}) for n in names)]
+    for stage in seen:
+        parents = {modes[n].get("stages_nested", {}).get(stage) for n in names} - {None}
+        add(f"  {stage}" + (f" (in {', '.join(sorted(parents))})" if parents else ""), stage, " ms",
+            source="stages_ms")
+    if any("other" in modes[n].get("stages_ms", {}) for n in names):
+        add("  other (outside stages)", "other", " ms", source="stages_ms")
+    extra = []
+    if any(modes[n].get("stage_pass_ms_per_step") is not None for n in names):
+        extra.append(["  = stage pass step", *(_fmt(modes[n].get("stage_pass_ms_per_step"), " ms") for n in names)]
+                     + ([""] if both else []))
+    return extra
+
+
+def _setup_lines(results: dict[str, Any]) -> list[str]:
+    """Threading, competing load and each engine's precision, one line each (where known)."""
+    meta, lines = results["meta"], []
+    th = meta.get("threading")
+    if th:
+        env = ", ".join(f"{k}={v}" for k, v in th.get("env", {}).items()) or "no OpenMP variables"
+        lines.append(f"threading: {th['torch_threads']} threads, {th['wait_policy']} wait ({th['openmp']}; "
+                     f"{th['source']}{': ' + th['choice'] if th.get('choice') else ''}; {env})")
+    load = meta.get("load")
+    if load:
+        lines.append(f"competing load: {load['processes']} busy {load['kind']} process(es) during the timed steps"
+                     if load["processes"] else "competing load: none")
+    for name, m in results["modes"].items():
+        if m.get("precisions"):
+            per = ", ".join(f"{k} {v}" for k, v in m["precisions"].items())
+            lines.append(f"{name} precision: {per} ({m.get('precision_source', '-')})")
+    return lines
+
+
 def format_table(results: dict[str, Any]) -> str:
     """The comparison as a plain-text table: rows are measures, columns the modes and the ratio."""
     meta, modes = results["meta"], results["modes"]
@@ -377,14 +473,13 @@ def format_table(results: dict[str, Any]) -> str:
     add("latency p95 (step)", "ms_per_step_p95", " ms")
     add("peak memory", "peak_memory_mb", " MiB")
     add("source (once)", "source_ms", " ms")
-    for stage in STAGES:
-        if any(stage in modes[n].get("stages_ms", {}) for n in names):
-            add(f"  {stage}", stage, " ms", source="stages_ms")
+    rows += _stage_rows(modes, names, both, add)
     rows.append(["compile", *(_fmt(modes[n].get("compile_s"), " s") for n in names)] + ([""] if both else []))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
         f"lp-live bench: {meta['device']}, torch {meta['torch']}, commit {meta['git_commit'][:12]}, {meta['date']}",
         f"{meta['weights']} weights, {meta['inputs']}, input {meta['input_size']}, batch {meta['batch']}",
+        *_setup_lines(results),
         "  ".join(h.ljust(w) for h, w in zip(header, widths)),
     ]
     lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]

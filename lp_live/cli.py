@@ -17,7 +17,7 @@ import sys
 import typing
 from pathlib import Path
 
-from . import __version__
+from . import __version__, cpuload, cputune
 from .config import Config, add_flags, load_config, overrides_from_args
 from .errors import UserError
 from .hotkeys import describe as describe_hotkeys
@@ -164,13 +164,20 @@ def cmd_bench(argv: list[str]) -> int:
     p.add_argument("--profile", type=Path, metavar="PATH",
                    help="write a torch.profiler table of one optimized step")
     p.add_argument("--no-stages", dest="stages", action="store_false",
-                   help="skip the per-stage pass (it synchronises at stage edges)")
+                   help="skip the per-stage times (on CUDA a separate pass that synchronises at stage edges)")
+    p.add_argument("--load", type=int, default=0, metavar="N",
+                   help="run N busy processes beside the timed steps, as a video call would "
+                        f"(0..{cpuload.max_load()}, default 0)")
+    p.add_argument("--retune", action="store_true",
+                   help="measure the CPU threading again before this run (and cache the new choice)")
     _add_common_flags(p)
     add_flags(p, ["engine"])
     # timings do not depend on weight values (the results say which were used)
     p._option_string_actions["--weights"].help = ("official weights directory, 'synthetic', or null for the "
                                                   "download cache (default: synthetic)")
     args = p.parse_args(argv)
+    if not 0 <= args.load <= cpuload.max_load():
+        p.error(f"--load must be 0..{cpuload.max_load()} (one busy process per CPU at most)")
     _setup_logging(args.verbose)
     if getattr(args, "engine.weights") is None:
         setattr(args, "engine.weights", "synthetic")
@@ -178,7 +185,7 @@ def cmd_bench(argv: list[str]) -> int:
     results = bench.run(cfg, modes=args.modes, frames=args.frames, warmup=args.warmup,
                         batch=bench.parse_batches(args.batch),
                         source=args.source, driving=args.driving, kernels=args.kernels, stages=args.stages,
-                        profile=args.profile)
+                        profile=args.profile, load=args.load)
     if args.json and args.json != "-":
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
@@ -216,11 +223,23 @@ def cmd_doctor(argv: list[str]) -> int:
 COMMANDS = {"bench": cmd_bench, "download-weights": cmd_download, "doctor": cmd_doctor}
 
 
+def _configure_cpu_threading(argv: list[str]) -> None:
+    """Set the measured (or cached) CPU threading before anything imports torch (`cputune`)."""
+    if "-h" in argv or "--help" in argv:
+        return
+    tuning = cputune.configure(retune="--retune" in argv, on_measure=lambda: print(
+        "lp-live: measuring the CPU threading for this machine (once, a few seconds)", file=sys.stderr))
+    if tuning.source == "measured":
+        print(f"lp-live: CPU threading: {tuning.choice.label} (cached in {cputune.cache_path()})", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = COMMANDS.get(argv[0], cmd_run) if argv else cmd_run
     if command is not cmd_run:
         argv = argv[1:]
+    if command in (cmd_run, cmd_bench):
+        _configure_cpu_threading(argv)
     try:
         return command(argv)
     except UserError as e:

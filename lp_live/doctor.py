@@ -164,6 +164,24 @@ def check_face_detector() -> Check:
                  required=True)
 
 
+def check_cpu_threading() -> Check:
+    """The measured CPU threading and per-network precision for this machine (informational)."""
+    from . import cputune
+
+    cached = cputune.read_cache(cputune.machine_key())
+    if cached is None:
+        return Check("cpu threading", True, "not measured yet: the first lp-live run or bench measures it "
+                     "(a few seconds, cached)")
+    choice, entry = cached
+    user = ", ".join(f"{k}={v}" for k, v in cputune.threading_env().items())
+    detail = f"{choice.label} (measured {entry.get('measured', '?')}" + (f"; your {user} wins" if user else "") + ")"
+    precisions = [e["precisions"] for k, e in (cputune.cache_entries(cputune.PRECISION_CACHE_NAME) or {}).items()
+                  if k.startswith(cputune.machine_key()) and isinstance(e, dict) and "precisions" in e]
+    if precisions:
+        detail += "; CPU precision " + ", ".join(f"{n} {p}" for n, p in precisions[-1].items())
+    return Check("cpu threading", True, detail + "; re-measure: lp-live bench --retune")
+
+
 def check_encoder() -> Check:
     import av
 
@@ -218,6 +236,7 @@ def run_checks(weights: str | os.PathLike | None = None, *, cameras: bool = True
         ("torch", check_torch),
         ("cuda", check_cuda),
         ("nvml", check_nvml),
+        ("cpu threading", check_cpu_threading),
         ("weights", lambda: check_weights(weights)),
         ("face models", lambda: check_face_models(weights)),
         ("face detector", check_face_detector),

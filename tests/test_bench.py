@@ -1,4 +1,4 @@
-"""`lp-live bench` on CPU: several batch sizes in one run, both engines, one JSON."""
+"""`lp-live bench` end to end at the smallest size: batch sizes, competing load, threading, stages."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import pytest
 
 from lp_live import cli
-from lp_live.bench import parse_batches
+from lp_live.bench import format_table, parse_batches
+from lp_live.cpuload import max_load
 
 
 def test_parse_batches():
@@ -37,3 +38,32 @@ def test_bench_measures_each_batch_size(tmp_path, capsys):
     assert results["modes"]["optimized"] == results["batches"]["1"]["modes"]["optimized"]
     assert results["speedup"] == results["batches"]["1"]["speedup"]
     assert "frames/s (p50)" in capsys.readouterr().out
+
+
+
+def test_bench_with_a_competing_load_reports_it(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    rc = cli.main(["bench", "--device", "cpu", "--modes", "baseline", "--input-size", "128", "--frames", "1",
+                   "--warmup", "0", "--load", "1", "--json", str(path)])
+    assert rc == 0
+    results = json.loads(path.read_text())
+    meta, base = results["meta"], results["modes"]["baseline"]
+    assert meta["load"] == {"processes": 1, "kind": "spin"}
+    assert meta["threading"]["torch_threads"] >= 1 and meta["threading"]["openmp"] == "libgomp"
+    assert meta["threading"]["source"] == "not applied"  # torch was loaded before main() in this process
+    # CPU: stages timed in the timed step itself; the outermost stages plus "other" are the step
+    stages = base["stages_ms"]
+    assert base["stages_from"] == "timed steps" and base["stages_nested"] == {"copy_h2d": "pre"}
+    outer = sum(v for k, v in stages.items() if k not in base["stages_nested"])
+    assert outer == pytest.approx(base["ms_per_step_mean"], rel=1e-9)
+    assert 0 <= stages["other"] < 0.1 * base["ms_per_step_mean"]
+    table = capsys.readouterr().out
+    assert "competing load: 1 busy spin process(es)" in table and "other (outside stages)" in table
+    assert "copy_h2d (in pre)" in table and "threading: " in table
+    assert table.strip() == format_table(results).strip()
+
+
+def test_bench_refuses_an_unbounded_load(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--load", str(max_load() + 1)])
+    assert "--load must be" in capsys.readouterr().err

@@ -17,7 +17,8 @@ from lp_live.stream import MODPROBE
 from lp_live.stream import capture as capture_module
 from lp_live.stream import sinks as sinks_module
 
-NAMES = ["package data", "torch", "cuda", "nvml", "weights", "face models", "face detector", "video encoder",
+NAMES = ["package data", "torch", "cuda", "nvml", "cpu threading", "weights", "face models", "face detector",
+         "video encoder",
          "virtual camera", "display"]
 
 

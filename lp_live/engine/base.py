@@ -93,6 +93,8 @@ class StageTimer:
         self.device = device
         self.enabled = False
         self.totals: dict[str, list[float]] = defaultdict(list)
+        self.parents: dict[str, str] = {}  # stage -> the stage it ran inside (its time is counted twice)
+        self._open: list[str] = []
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -103,6 +105,8 @@ class StageTimer:
 
     def reset(self) -> None:
         self.totals.clear()
+        self.parents.clear()
+        self._open.clear()
 
 
 class _Stage:
@@ -111,6 +115,9 @@ class _Stage:
 
     def __enter__(self) -> None:
         if self.timer.enabled:
+            if self.timer._open:
+                self.timer.parents[self.name] = self.timer._open[-1]
+            self.timer._open.append(self.name)
             self.timer.sync()
             self.t0 = time.perf_counter()
 
@@ -118,6 +125,7 @@ class _Stage:
         if self.timer.enabled:
             self.timer.sync()
             self.timer.totals[self.name].append((time.perf_counter() - self.t0) * 1e3)
+            self.timer._open.pop()
 
 
 class EngineBase:

@@ -12,9 +12,10 @@ What differs from `BaselineEngine` (and why):
   keypoints, the identity grid, sparse motions, heatmaps, the 22-way
   mask softmax, the deformation and both `grid_sample`s (ARCHITECTURE §8.2; README trap 15:
   W is the module most sensitive to low precision). The convolutions of W (hourglass, mask,
-  occlusion, third, fourth) and all of G run in `precision`: fp16 on CUDA, bf16 on CPUs with
-  AVX-512 BF16 / AMX, else float32; `precision="fp32"` forces float32 everywhere. Conv
-  outputs that feed a softmax or sigmoid are cast back to float32 first.
+  occlusion, third, fourth) and all of G run in `precision`: fp16 on CUDA; on CPUs with
+  AVX-512 BF16 / AMX, bf16 or float32 per network, whichever a short timing at build finds
+  faster (`cpu_precision`; cached), else float32; `precision="fp32"` forces float32
+  everywhere. Conv outputs that feed a softmax or sigmoid are cast back to float32 first.
 * **Private copies.** W and G are deep-copied (the baseline engine shares the originals, and
   the live app switches engines per frame): spectral norm folded into plain conv weights (in
   float32, then cast), the hourglass's (1, 2, 2) average pool rewritten as a mean (CPUs have
@@ -103,7 +104,11 @@ def cpu_supports_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype of W's and G's convolutions for `precision` ("auto", "fp32", "bf16", "fp16")."""
+    """The dtype of W's and G's convolutions for `precision` ("auto", "fp32", "bf16", "fp16").
+
+    For "auto" on a CPU this is the candidate the CPU flags allow (bf16 where it is native);
+    the engine then measures per network whether it beats float32 (`resolve_precisions`).
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision != "auto":
@@ -119,6 +124,21 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and cpu_supports_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+def resolve_precisions(precision: str, device: torch.device) -> tuple[dict[str, torch.dtype], str]:
+    """({"warping": dtype, "generator": dtype}, how it was decided) for `precision` on `device`.
+
+    "auto" on a CPU with native bf16 times bf16 against float32 per network, or reads the
+    cached result (`cpu_precision.cpu_precisions`); everything else is `resolve_precision`.
+    """
+    if precision == "auto" and device.type == "cpu":
+        from .cpu_precision import cpu_precisions
+
+        dtypes, source, _ = cpu_precisions()
+        return dtypes, source
+    dtype = resolve_precision(precision, device)
+    return {"warping": dtype, "generator": dtype}, "requested" if precision != "auto" else "default"
 
 
 def inductor_cache_dir() -> Path:
@@ -703,8 +723,9 @@ class OptimizedEngine(EngineBase):
         models: the shared networks (not modified; W and G are copied).
         device: where to run.
         input_size: network input side (see `EngineBase`).
-        precision: "auto" (fp16 on CUDA, bf16 on bf16-capable CPUs, else fp32), "fp32",
-            "bf16" or "fp16": the dtype of W's and G's convolutions.
+        precision: "auto" (fp16 on CUDA; on CPUs with native bf16, bf16 or fp32 per network
+            as measured by `cpu_precision`, else fp32), "fp32", "bf16" or "fp16": the dtype
+            of W's and G's convolutions.
         compile: torch.compile M, W and G (inductor, freezing).
         cuda_graph: on CUDA, capture each stage per batch size and replay it.
     """
@@ -714,11 +735,18 @@ class OptimizedEngine(EngineBase):
     def __init__(self, models, device, *, input_size: int = 256, precision: str = "auto", compile: bool = True,
                  cuda_graph: bool = True, kernels: bool | None = None) -> None:
         super().__init__(models, device, input_size=input_size)
-        self.dtype = resolve_precision(precision, self.device)
-        self.precision = {v: k for k, v in _DTYPES.items()}[self.dtype]
+        # W's and G's dtypes: chosen once here (on CPUs with "auto": measured or cached)
+        self.dtypes, self.precision_source = resolve_precisions(precision, self.device)
+        self.dtype = self.dtypes["warping"]  # also the dtype of the feature G decodes
+        names = {v: k for k, v in _DTYPES.items()}
+        self.precisions = {"motion": "fp32", **{k: names[v] for k, v in self.dtypes.items()}}
+        w, g = self.precisions["warping"], self.precisions["generator"]
+        self.precision = w if w == g else f"W {w}, G {g}"
         self.compiled = compile
         self.uses_cuda_graph = cuda_graph and self.device.type == "cuda"
-        self.layout = default_layout(self.device, self.dtype)
+        # W's part of the layout follows W's dtype, G's (channels_last) G's
+        self.layout = replace(default_layout(self.device, self.dtype), generator_channels_last=default_layout(
+            self.device, self.dtypes["generator"]).generator_channels_last)
         if kernels is not None:  # override the default (on for CUDA with triton)
             self.layout = replace(self.layout, kernels=kernels)
         self.uses_kernels = self.layout.kernels
@@ -727,7 +755,7 @@ class OptimizedEngine(EngineBase):
 
         grid = _feature_grid(models, input_size)
         self.warping = FastWarping(models.warping_module, dtype=self.dtype, layout=self.layout, grid_shape=grid)
-        self.generator = FastGenerator(models.spade_generator, dtype=self.dtype,
+        self.generator = FastGenerator(models.spade_generator, dtype=self.dtypes["generator"],
                                        channels_last=self.layout.generator_channels_last,
                                        polyphase=self.layout.polyphase_spade)
         self.warping.to(self.device)
@@ -750,8 +778,8 @@ class OptimizedEngine(EngineBase):
         self._slot_loaded: dict[int, list[tuple[torch.Tensor, ...]]] = {}
         self._staging: dict[tuple, tuple[torch.Tensor, torch.cuda.Event]] = {}
         self._pinned_out: dict[int, tuple[torch.Tensor, torch.cuda.Event]] = {}
-        log.info("optimized engine on %s: W/G in %s, compile=%s, cuda_graph=%s, layout=%s", self.device,
-                 self.precision, compile, self.uses_cuda_graph, self.layout)
+        log.info("optimized engine on %s: W/G in %s (%s), compile=%s, cuda_graph=%s, layout=%s", self.device,
+                 self.precision, self.precision_source, compile, self.uses_cuda_graph, self.layout)
 
     # -- setup -----------------------------------------------------------------------------
     def _setup_compile(self) -> None:
