@@ -74,6 +74,9 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="play a video file used as a camera at its own frame rate (default: on)")
     p.add_argument("--hud", action=argparse.BooleanOptionalAction, default=None, help="(default: on)")
     p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None, help="mirror the camera")
+    p.add_argument("--in-flight", type=int, choices=(1, 2),
+                   help="frames in flight: 2 prepares the next frame while the device runs this one, "
+                   "1 runs one at a time (default: 2)")
     _add_engine_flags(p)
     return p
 
@@ -95,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ("eye_retargeting", "animation.eye_retargeting"), ("lip_retargeting", "animation.lip_retargeting"),
         ("smoothing", "animation.smoothing"), ("crop_driving", "face.crop_driving"), ("sink", "stream.sink"),
         ("size", "stream.size"), ("fps", "stream.fps"), ("pace", "stream.pace"), ("hud", "stream.hud"),
-        ("mirror", "stream.mirror"),
+        ("mirror", "stream.mirror"), ("in_flight", "stream.in_flight"),
     ):
         if getattr(args, flag) is not None:
             override(cfg, key, getattr(args, flag))

@@ -71,6 +71,7 @@ class StreamConfig:
     mirror: bool = False
     pace: bool = True  # play a video file used as a camera at its own frame rate
     calibrate_frames: int = 3  # frames per mode for the baseline/optimized speed ratio at start
+    in_flight: int = 2  # frames between submit and finish: 2 overlaps host and device work, 1 runs one at a time
 
 
 @dataclass
