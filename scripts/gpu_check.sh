@@ -6,7 +6,8 @@
 #   scripts/gpu_check.sh OUT_DIR          (default: $OUT, else bench/results/gpu)
 #
 # It runs from a source checkout with PYTHONPATH=. (no pip install); PyAV and pyvirtualcam need
-# not be there (without PyAV the benchmark uses synthetic driving frames and test_face is skipped).
+# not be there (without PyAV the benchmark uses synthetic driving frames and test_face and
+# test_inflight are skipped).
 # The parity tests need the reference kit: where the checkout travels alone, copy it inside first
 # (`mkdir -p shared && cp -r ../shared/reference ../shared/assets shared/`; /shared/ is git-ignored).
 set -uo pipefail
@@ -24,7 +25,7 @@ cat "$out/env.txt"
 
 echo "== CUDA tests"
 tests="tests/test_optimized.py tests/test_kernels.py"
-$py -c "import av" 2>/dev/null && tests="$tests tests/test_face.py"
+$py -c "import av" 2>/dev/null && tests="$tests tests/test_face.py tests/test_inflight.py"
 [ -d ../shared/reference ] || [ -d shared/reference ] || echo "warning: no reference kit: parity tests will skip"
 # shellcheck disable=SC2086
 $py -m pytest -p no:cacheprovider -q -rs -m "cuda" $tests -o addopts="" 2>&1 | tee "$out/cuda-tests.log" || status=1

@@ -235,24 +235,20 @@ class GatedVideo(FrameSource):
         pass
 
 
-def test_real_networks_give_the_same_frames_with_two_in_flight(assets, synthetic_models):
-    from lp_live.pipeline import build_animator, read_image
+def _gated_runs(config: Config, source_rgb: np.ndarray, models, video: str) -> dict[int, tuple[list, set[str]]]:
+    """For depth 1 and 2: the frames of a live run over the first 3 frames of `video`, and the
+    threads the engine's `submit` ran in."""
+    from lp_live.pipeline import build_animator
 
-    config = Config()
-    config.engine.weights = "synthetic"
-    config.engine.input_size = 128
-    config.engine.mode = "baseline"
-    config.animation.smoothing = False  # the motion filter follows capture times, which differ between runs
-    source_rgb = read_image(assets / "s6.jpg")
     runs = {}
     for depth in (1, 2):
-        animator = build_animator(config, source_rgb, models=synthetic_models)
-        video = GatedVideo(str(assets / "d0.mp4"), frames=3)
-        submit, engine = animator.submit, animator.engine("baseline")
+        animator = build_animator(config, source_rgb, models=models)
+        source = GatedVideo(video, frames=3)
+        submit, engine = animator.submit, animator.engine(config.engine.mode)
         engine_submit, device_threads = engine.submit, set()
 
-        def take(*args, submit=submit, video=video, **kwargs):
-            video.taken.release()
+        def take(*args, submit=submit, source=source, **kwargs):
+            source.taken.release()
             return submit(*args, **kwargs)
 
         def on_device(*args, engine_submit=engine_submit, threads=device_threads, **kwargs):
@@ -261,15 +257,52 @@ def test_real_networks_give_the_same_frames_with_two_in_flight(assets, synthetic
 
         animator.submit, engine.submit = take, on_device
         frames = []
-        stats = run_live(animator, video, stream_config(pace=False, in_flight=depth), keyboard=False,
+        stats = run_live(animator, source, stream_config(pace=False, in_flight=depth), keyboard=False,
                          on_frame=frames.append)
         assert stats.stop_reason == "end of input" and stats.in_flight == depth
         assert [f.seq for f in frames] == [0, 1, 2] and stats.frames["dropped"]["capture"] == 0
         assert all(f.face_found for f in frames)
         runs[depth] = frames, device_threads
+    return runs
+
+
+def _real_config(device: str, mode: str) -> Config:
+    config = Config()
+    config.engine.weights = "synthetic"
+    config.engine.input_size = 128
+    config.engine.device = device
+    config.engine.mode = mode
+    config.engine.compile = False
+    config.animation.smoothing = False  # the motion filter follows capture times, which differ between runs
+    return config
+
+
+def test_real_networks_give_the_same_frames_with_two_in_flight(assets, synthetic_models):
+    from lp_live.pipeline import read_image
+
+    runs = _gated_runs(_real_config("cpu", "baseline"), read_image(assets / "s6.jpg"), synthetic_models,
+                       str(assets / "d0.mp4"))
+    # on the CPU the engine computes in `submit`: on the worker thread when two are in flight
     assert runs[1][1] == {"lp-live-inference"} and runs[2][1] == {"lp-live-device"}
     one, two = runs[1][0], runs[2][0]
     assert one[0].image.shape == (724, 724, 3)  # pasted back into the photo
     assert not np.array_equal(one[0].image, one[2].image)  # the driving motion shows
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a.image, b.image)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_optimized_engine_queues_frames_and_gives_the_same_frames_with_two_in_flight(assets):
+    """The asynchronous path: the engine's stream, CUDA graphs, a pinned buffer per frame in flight."""
+    from lp_live.models import synthetic_liveportrait
+    from lp_live.pipeline import read_image
+
+    runs = _gated_runs(_real_config("cuda", "optimized"), read_image(assets / "s6.jpg"),
+                       synthetic_liveportrait("cuda"), str(assets / "d0.mp4"))
+    # `submit` only queues the work: it runs in the inference thread, never on a worker
+    assert runs[1][1] == runs[2][1] == {"lp-live-inference"}
+    one, two = runs[1][0], runs[2][0]
+    assert not np.array_equal(one[0].image, one[2].image)
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a.image, b.image)
