@@ -237,21 +237,24 @@ class GatedVideo(FrameSource):
 
 def _gated_runs(config: Config, source_rgb: np.ndarray, models, video: str) -> dict[int, tuple[list, set[str]]]:
     """For depth 1 and 2: the frames of a live run over the first 3 frames of `video`, and the
-    threads the engine's `submit` ran in."""
+    threads the engine's `submit` ran in. One Animator (the same engine, the same CUDA graphs)
+    serves both runs, reset in between."""
     from lp_live.pipeline import build_animator
 
+    animator = build_animator(config, source_rgb, models=models)
+    engine = animator.engine(config.engine.mode)
+    submit, engine_submit = animator.submit, engine.submit
     runs = {}
     for depth in (1, 2):
-        animator = build_animator(config, source_rgb, models=models)
-        source = GatedVideo(video, frames=3)
-        submit, engine = animator.submit, animator.engine(config.engine.mode)
-        engine_submit, device_threads = engine.submit, set()
+        animator.detector.reset()  # forget the tracked face
+        animator.reanchor()  # the first frame is the neutral pose again
+        source, device_threads = GatedVideo(video, frames=3), set()
 
-        def take(*args, submit=submit, source=source, **kwargs):
+        def take(*args, source=source, **kwargs):
             source.taken.release()
             return submit(*args, **kwargs)
 
-        def on_device(*args, engine_submit=engine_submit, threads=device_threads, **kwargs):
+        def on_device(*args, threads=device_threads, **kwargs):
             threads.add(threading.current_thread().name.rsplit("_", 1)[0])
             return engine_submit(*args, **kwargs)
 
