@@ -3,6 +3,10 @@
 It joins the face detector, the crop, the engines and the paste-back. The source is prepared
 once per engine; engines are created on first use, so the live app can switch between the
 baseline and the optimized engine between two frames.
+
+A frame is host work (face tracking, crop; then paste-back) around device work (motion,
+keypoints, warp, generate). `process` does both in turn; `submit` and `finish` split them so
+that the live app can prepare the next frame while the device works on this one.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,7 +25,7 @@ import numpy as np
 import torch
 
 from .config import Config
-from .engine import AnimateOptions, EngineBase, Ratios, SourceState, create_engine
+from .engine import AnimateOptions, EngineBase, PendingImage, Ratios, SourceState, create_engine
 from .errors import UserError
 from .face import DRIVING_CROP, SOURCE_CROP, Crop, Face, FaceDetector, PasteBack, create_detector, crop_face
 from .face.detector import HaarFaceDetector
@@ -81,11 +86,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def landmark_ratios(face: Face, device: torch.device) -> Ratios | None:
-    """Eye and lip openness from the 203-point landmarks, when the landmark model ran."""
+    """Eye and lip openness from the 203-point landmarks, when the landmark model ran.
+
+    Computed on the CPU and copied from pinned memory without blocking: a blocking copy onto a
+    busy CUDA stream would wait for the frames queued on it.
+    """
     if face.landmarks203 is None:
         return None
-    lmk = torch.as_tensor(face.landmarks203, dtype=torch.float32, device=device)[None]
-    return Ratios(eye=eye_ratios(lmk), lip=lip_ratio(lmk))
+    lmk = torch.as_tensor(face.landmarks203, dtype=torch.float32)[None]
+    eye, lip = eye_ratios(lmk), lip_ratio(lmk)
+    if device.type == "cuda":
+        eye, lip = eye.pin_memory(), lip.pin_memory()
+    return Ratios(eye=eye.to(device, non_blocking=True), lip=lip.to(device, non_blocking=True))
 
 
 @dataclass
@@ -93,6 +105,27 @@ class AnimatedFrame:
     image: np.ndarray  # RGB uint8: the photo size with paste-back, else the generated crop
     face_found: bool
     mode: str  # the engine that produced it
+
+
+@dataclass
+class PendingFrame:
+    """A driving frame between `Animator.submit` and `Animator.finish`."""
+
+    mode: str  # the engine it was submitted to
+    face_found: bool
+    paste_back: bool  # as it was when submitted
+    # the device part: its PendingImage (None: no face seen yet, show the still photo), or a
+    # Future of that when it runs on a worker thread
+    job: Future | PendingImage | None
+
+    def ready(self) -> bool:
+        """True when `Animator.finish` would not wait for the device."""
+        job = self.job
+        if isinstance(job, Future):
+            if not job.done():
+                return False
+            job = job.result()
+        return job is None or job.ready()
 
 
 class Animator:
@@ -195,33 +228,63 @@ class Animator:
             return None, None
         return crop_face(frame_rgb, face, DRIVING_CROP, input_size=self.input_size).input, face
 
-    @torch.no_grad()
     def process(self, frame_rgb: np.ndarray, timestamp: float | None = None) -> AnimatedFrame:
         """Animate the source with one driving frame (RGB uint8, any size).
 
         `timestamp` (seconds) drives the motion filter; the wall clock is used when None.
         A frame without a face reuses the last good motion (and is counted).
         """
+        return self.finish(self.submit(frame_rgb, timestamp))
+
+    @torch.no_grad()
+    def submit(self, frame_rgb: np.ndarray, timestamp: float | None = None, *,
+               worker: Executor | None = None) -> PendingFrame:
+        """Start animating one driving frame; `finish` waits for it and returns the AnimatedFrame.
+
+        The host part runs now: face tracking and the crop. The device part (motion, filter,
+        keypoints, warp, generate) is queued on the engine's stream where the engine is
+        asynchronous (the optimized engine on CUDA), else runs on `worker` when given (one
+        thread, so device parts run in submission order), else runs now. Finish frames in the
+        order they were submitted, and change the mode or re-anchor only with none in flight.
+        """
         engine, state = self._engines[self.mode], self._states[self.mode]
+        timestamp = time.perf_counter() if timestamp is None else timestamp
         driving, face = self.driving_input(frame_rgb)
+        self.frames_without_face += driving is None
+
+        def device_part() -> PendingImage | None:
+            with torch.no_grad(), engine.launching():
+                return self._device_part(engine, state, driving, face, timestamp)
+
+        job = worker.submit(device_part) if worker is not None and not engine.asynchronous else device_part()
+        return PendingFrame(self.mode, face_found=driving is not None, paste_back=self.paste_back, job=job)
+
+    def _device_part(self, engine: EngineBase, state: SourceState, driving: np.ndarray | None, face: Face | None,
+                     timestamp: float) -> PendingImage | None:
         if driving is None:
-            self.frames_without_face += 1
-            motion = self._last_motion
-            if motion is None:  # nothing seen yet: show the still photo
-                return AnimatedFrame(self.still(), face_found=False, mode=self.mode)
+            motion = self._last_motion  # no face in this frame: hold the last good motion
+            if motion is None:
+                return None
         else:
             motion = engine.extract_motion(driving)
             if self.smoother is not None:
-                motion = self.smoother(motion, time.perf_counter() if timestamp is None else timestamp)
+                motion = self.smoother(motion, timestamp)
             self._last_motion = motion
         ratios = landmark_ratios(face, self.device) if face is not None else None
-        generated = engine.animate(state, motion, ratios=ratios)
-        image = self.paster(generated) if self.paste_back else generated
-        return AnimatedFrame(image, face_found=driving is not None, mode=self.mode)
+        return engine.submit(state, motion, ratios=ratios)
 
-    def still(self) -> np.ndarray:
+    def finish(self, pending: PendingFrame) -> AnimatedFrame:
+        """Wait for a submitted frame's device part, then paste it back."""
+        job = pending.job.result() if isinstance(pending.job, Future) else pending.job
+        if job is None:  # nothing seen yet: show the still photo
+            return AnimatedFrame(self.still(pending.paste_back), face_found=False, mode=pending.mode)
+        generated = job.result()
+        image = self.paster(generated) if pending.paste_back else generated
+        return AnimatedFrame(image, face_found=pending.face_found, mode=pending.mode)
+
+    def still(self, paste_back: bool | None = None) -> np.ndarray:
         """The un-animated output: the photo (paste-back) or its crop at the generated size."""
-        if self.paste_back:
+        if self.paste_back if paste_back is None else paste_back:
             return self.source.copy()
         size = (self.generated_size, self.generated_size)
         return cv2.resize(self.source_crop.image, size, interpolation=cv2.INTER_AREA)

@@ -79,8 +79,6 @@ else
     many=${GPU_CHECK_BATCH:-8} many_frames=20 kernel_args="cuda 50 5 64"
 fi
 bench=("$py" -m lp_live.cli bench --device "$device" --input-size "$size" --precision "$precision" "$compile")
-# the profile step's one change to the configuration (there is no command-line flag for it)
-printf 'engine:\n  cuda_graph: false\n' > "$tmp/no-cuda-graph.yaml"
 
 start=$(date +%s)
 failed=0
@@ -143,8 +141,11 @@ step bench-b1 200 "${bench[@]}" --batch 1 --frames "$frames" --warmup "$warmup" 
 step bench-batch 120 "${bench[@]}" --batch "$many" --frames "$many_frames" --warmup "$warmup" --no-stages \
     --json "$out/bench-batch.json"
 
+# test_inflight drives the real threads from d0.mp4, so it needs PyAV (not on the GPU machine)
+inflight_test=$("$py" -c "import av" 2>/dev/null && echo tests/test_inflight.py)
+# shellcheck disable=SC2086  # inflight_test: one path or nothing
 step cuda-tests 100 "$py" -m pytest -p no:cacheprovider -q -rs -o addopts="" -m cuda -k "${GPU_CHECK_TESTS_K:-not bf16}" \
-    --junitxml "$out/cuda-tests.xml" tests/test_optimized.py tests/test_kernels.py tests/test_face.py
+    --junitxml "$out/cuda-tests.xml" tests/test_optimized.py tests/test_kernels.py tests/test_face.py $inflight_test
 
 # shellcheck disable=SC2086  # kernel_args: device, repeats, warm-up, volume side
 step kernels 30 "$py" - $kernel_args "$out/kernels.json" <<'EOF'
@@ -158,7 +159,7 @@ open(path, "w").write(json.dumps(result, indent=2) + "\n")
 print(format_kernel_benchmarks(result))
 EOF
 
-step profile 70 "${bench[@]}" --config "$tmp/no-cuda-graph.yaml" --modes optimized --batch 1 --frames 1 \
+step profile 70 "${bench[@]}" --no-cuda-graph --modes optimized --batch 1 --frames 1 \
     --warmup 0 --no-stages --profile "$out/profile.txt"
 
 summary

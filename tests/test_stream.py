@@ -203,6 +203,7 @@ def real_run(assets, synthetic_models, tmp_path_factory):
     config.animation.smoothing = False  # so that a re-anchored frame is exactly the neutral pose
     config.stream.sink = ["null"]
     config.stream.calibrate_frames = 0
+    config.stream.in_flight = 1  # keys pressed in on_frame apply from the very next frame
     animator = build_animator(config, read_image(assets / "s6.jpg"), models=synthetic_models)
     animator.set_mode("baseline")  # create both engines now: the run measures switching, not set-up
     animator.set_mode("optimized")

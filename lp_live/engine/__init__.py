@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..models import LivePortraitModels
-from .base import AnimateOptions, Engine, EngineBase, Ratios, SourceState
+from .base import AnimateOptions, Engine, EngineBase, PendingImage, Ratios, SourceState
 from .baseline import BaselineEngine
 
 MODES = ("baseline", "optimized")
@@ -22,5 +22,5 @@ def create_engine(mode: str, models: LivePortraitModels, device: str | torch.dev
     raise ValueError(f"unknown engine mode {mode!r}; choose one of {', '.join(MODES)}")
 
 
-__all__ = ["MODES", "AnimateOptions", "BaselineEngine", "Engine", "EngineBase", "Ratios", "SourceState",
-           "create_engine"]
+__all__ = ["MODES", "AnimateOptions", "BaselineEngine", "Engine", "EngineBase", "PendingImage", "Ratios",
+           "SourceState", "create_engine"]

@@ -7,10 +7,11 @@ engines differ in how they run the networks (precision, layout, compilation, gra
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -60,6 +61,23 @@ class SourceState:
         self.anchor_x = None
 
 
+class PendingImage:
+    """A generated frame that may still be on its way from the device (`EngineBase.submit`).
+
+    `result()` waits for it and returns the (2S, 2S, 3) RGB uint8 image; `ready()` says whether
+    that wait would return at once. This base class holds an image that is already computed.
+    """
+
+    def __init__(self, image: np.ndarray) -> None:
+        self._image = image
+
+    def ready(self) -> bool:
+        return True
+
+    def result(self) -> np.ndarray:
+        return self._image
+
+
 @runtime_checkable
 class Engine(Protocol):
     """What the pipeline needs from an engine.
@@ -67,11 +85,16 @@ class Engine(Protocol):
     Images are RGB uint8 (H, W, 3) numpy arrays, ideally already crops of the engine's
     `input_size` (256 by default; others are resized). `animate` returns the generated
     (2 * input_size, 2 * input_size, 3) RGB uint8 frame: 512x512 at the default size.
+
+    The live path splits a frame: inside `launching()` it runs `extract_motion` and `submit`,
+    which returns a `PendingImage` at once where `asynchronous` is true (work queued on the
+    device) and after computing it otherwise; `result()` gives what `animate` would.
     """
 
     name: str
     device: torch.device
     models: LivePortraitModels
+    asynchronous: bool
 
     def prepare_source(self, image: np.ndarray, *, options: AnimateOptions | None = None,
                        ratios: Ratios | None = None) -> SourceState: ...
@@ -80,6 +103,10 @@ class Engine(Protocol):
 
     def animate(self, state: SourceState, driving: np.ndarray | Motion, *,
                 ratios: Ratios | None = None) -> np.ndarray: ...
+
+    def launching(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def submit(self, state: SourceState, motion: Motion, *, ratios: Ratios | None = None) -> PendingImage: ...
 
 
 class StageTimer:
@@ -132,6 +159,10 @@ class EngineBase:
     """Shared driving-keypoint math and the animate loop; subclasses run the networks."""
 
     name = "base"
+    # True where `submit` only queues the device work and returns (the optimized engine on
+    # CUDA); elsewhere `submit` computes the frame, so a caller overlapping host and device
+    # work runs it on a worker thread.
+    asynchronous = False
 
     def __init__(self, models: LivePortraitModels, device: str | torch.device, *, input_size: int = 256) -> None:
         if input_size not in INPUT_SIZES:
@@ -262,6 +293,17 @@ class EngineBase:
                 ratios: Ratios | None = None) -> np.ndarray:
         return self.animate_batch(state, driving, ratios=ratios)[0]
 
+    # -- split per-frame path: queue the device work now, take the image later ---------------
+    @contextlib.contextmanager
+    def launching(self) -> Iterator[None]:
+        """Where a frame's device work is queued (`extract_motion`, the caller's motion filter,
+        `submit`): here the caller's own stream; the optimized engine's CUDA stream there."""
+        yield
+
+    def submit(self, state: SourceState, motion: Motion, *, ratios: Ratios | None = None) -> PendingImage:
+        """Start animating one frame from its driving motion; `result()` of the returned
+        `PendingImage` is what `animate` returns. Here it is computed before returning."""
+        return PendingImage(self.animate(state, motion, ratios=ratios))
 
 def per_slot(states: SourceState | Sequence[SourceState], batch: int) -> SourceState | list[SourceState]:
     """`states` for a batch of `batch` slots: one state when every slot animates the same source

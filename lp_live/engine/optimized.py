@@ -73,9 +73,10 @@ from torch import nn
 
 from .. import kernels
 from ..kernels import triton_available
+from ..kinematics import Motion
 from ..models.spade import SpectralNormConv2d
 from ..models.warping import DenseMotionNetwork, WarpingNetwork, make_coordinate_grid
-from .base import EngineBase, SourceState, per_slot
+from .base import EngineBase, PendingImage, Ratios, SourceState, per_slot
 
 log = logging.getLogger(__name__)
 
@@ -778,6 +779,8 @@ class OptimizedEngine(EngineBase):
         self._slot_loaded: dict[int, list[tuple[torch.Tensor, ...]]] = {}
         self._staging: dict[tuple, tuple[torch.Tensor, torch.cuda.Event]] = {}
         self._pinned_out: dict[int, tuple[torch.Tensor, torch.cuda.Event]] = {}
+        self._free_pinned: dict[tuple[int, ...], list[torch.Tensor]] = {}  # `submit`'s download buffers
+        self.asynchronous = self.stream is not None  # `submit` queues on the stream and returns
         log.info("optimized engine on %s: W/G in %s (%s), compile=%s, cuda_graph=%s, layout=%s", self.device,
                  self.precision, self.precision_source, compile, self.uses_cuda_graph, self.layout)
 
@@ -881,19 +884,8 @@ class OptimizedEngine(EngineBase):
         return self._decode_fn(feature)
 
     def generate(self, states: SourceState | Sequence[SourceState], x_d: torch.Tensor) -> np.ndarray:
-        b = x_d.shape[0]
         with self._on_stream():
-            first = self._first(f"generate@{b}")
-            if self.uses_cuda_graph:
-                image = self._generate_graphed(states, x_d.float())
-            else:
-                with self.timer.stage("warping"):
-                    feature = self.warp(states, x_d)
-                with self.timer.stage("generator"):
-                    image = self.decode(feature)
-                with self.timer.stage("post"):
-                    image = to_uint8(image)
-            first()
+            image = self._generate_on_device(states, x_d)
             with self.timer.stage("copy_d2h"):
                 return self._download(image)
 
@@ -1002,6 +994,78 @@ class OptimizedEngine(EngineBase):
         done.record()
         done.synchronize()  # the only host wait of the frame
         return pinned.numpy().copy()  # the pinned buffer is reused by the next frame
+
+    # -- split per-frame path (CUDA): queue the whole frame, wait for it in `result()` -------
+    @contextlib.contextmanager
+    def launching(self):
+        """The engine's stream as the current stream, ordered after the caller's queued work.
+
+        Unlike `_on_stream`, the caller's stream is not made to wait for the engine's at the end:
+        the host waits for a frame through the event of its `PendingImage`, so work the caller
+        queues meanwhile (the previous frame's paste-back) does not wait for this frame.
+        """
+        if self.stream is None or torch.cuda.current_stream(self.device) == self.stream:
+            yield
+            return
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.stream):
+            yield
+
+    @torch.no_grad()
+    def submit(self, state: SourceState, motion: Motion, *, ratios: Ratios | None = None) -> PendingImage:
+        """On CUDA: queue keypoints, W, G, the uint8 conversion and a non-blocking copy into a
+        pinned buffer on the engine's stream, and return without waiting; elsewhere `animate`."""
+        if self.stream is None:
+            return super().submit(state, motion, ratios=ratios)
+        with self.launching():
+            x_d = self.driving_keypoints(state, motion, ratios)
+            return self._download_async(self._generate_on_device(state, x_d))
+
+    def _generate_on_device(self, states: SourceState | Sequence[SourceState], x_d: torch.Tensor) -> torch.Tensor:
+        """W, G and the uint8 conversion, queued on the current stream: the (B, 2S, 2S, 3) image on the device."""
+        first = self._first(f"generate@{x_d.shape[0]}")
+        if self.uses_cuda_graph:
+            image = self._generate_graphed(states, x_d.float())
+        else:
+            with self.timer.stage("warping"):
+                feature = self.warp(states, x_d)
+            with self.timer.stage("generator"):
+                image = self.decode(feature)
+            with self.timer.stage("post"):
+                image = to_uint8(image)
+        first()
+        return image
+
+    def _download_async(self, image: torch.Tensor) -> PendingImage:
+        """Queue the copy of a (1, H, W, 3) uint8 image into a pinned buffer of its own: a buffer
+        goes back to the free list only when the frame's `result()` has read it."""
+        key = tuple(image.shape)
+        free = self._free_pinned.setdefault(key, [])
+        pinned = free.pop() if free else torch.empty(key, dtype=torch.uint8, pin_memory=True)
+        pinned.copy_(image, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()  # on the engine's stream, after the copy
+        return _PinnedImage(pinned, done, free)
+
+
+class _PinnedImage(PendingImage):
+    """A frame on its way into a pinned host buffer; the buffer returns to `free` once read."""
+
+    def __init__(self, pinned: torch.Tensor, done: torch.cuda.Event, free: list[torch.Tensor]) -> None:
+        super().__init__(np.empty(0, np.uint8))
+        self._pinned, self._done, self._free = pinned, done, free
+        self._read = False
+
+    def ready(self) -> bool:
+        return self._read or self._done.query()
+
+    def result(self) -> np.ndarray:
+        if not self._read:
+            self._done.synchronize()  # the frame's only host wait
+            self._image = self._pinned[0].numpy().copy()
+            self._free.append(self._pinned)
+            self._read = True
+        return self._image
 
 
 def _feature_grid(models, input_size: int) -> tuple[int, int, int]:

@@ -14,6 +14,7 @@ import select
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..hotkeys import KEYS
@@ -57,12 +58,15 @@ class Controls:
                 self._pending.append(key)
             return t
 
-    def apply(self, animator: Any) -> float:
+    def apply(self, animator: Any, before: Callable[[], None] | None = None) -> float:
         """Apply the pending presses to `animator` (inference thread only); returns the time
-        the pending list was taken."""
+        the pending list was taken. `before` is called first when there is something to apply
+        (the inference thread finishes its frames in flight there)."""
         with self._lock:
             t = time.perf_counter()
             pending, self._pending = self._pending, []
+        if pending and before is not None:
+            before()
         for key in pending:
             if key == "b":
                 modes = tuple(animator.modes)

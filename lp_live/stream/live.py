@@ -7,7 +7,10 @@ Every queue holds one frame and the newest frame wins: when the engine is slower
 camera, or a sink slower than the engine, stale frames are dropped and counted instead of
 waiting, so latency stays bounded. Each sink has its own thread (the preview window uses the
 calling thread, as GUI toolkits require), so no stage waits on another's slow sink. The
-inference thread owns the Animator: all device work, graphs and streams happen there.
+inference thread owns the Animator: graphs and streams are created and launched there. With
+two frames in flight (`inflight.py`) it prepares the next frame while the device runs the
+current one; where the engine computes synchronously (CPU), that device part runs on one
+worker thread.
 
 Shutdown flows downstream on end of input or the frame limit (each stage closes its output
 queue and the next one drains it), and everywhere at once through one stop Event on q/Esc,
@@ -29,10 +32,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..config import StreamConfig
+from ..config import ConfigError, StreamConfig
 from .capture import CapturedFrame, CaptureThread, FrameSource, open_source
 from .controls import Controls, TerminalKeys
 from .hud import GpuMonitor, HudInfo, draw_hud, hud_lines
+from .inflight import DEPTHS, InFlight
 from .metrics import LiveMetrics, LiveStats
 from .queues import LatestQueue, QueueClosed
 from .sinks import Sink, WindowSink, resolve_sinks
@@ -40,6 +44,9 @@ from .sinks import Sink, WindowSink, resolve_sinks
 log = logging.getLogger(__name__)
 
 GET_TIMEOUT_S = 0.1  # how long a consumer waits for a frame before checking the stop event
+# With a frame in flight and no new one, how often the inference thread checks whether the
+# device is done with it: a CUDA event or a worker's future cannot wake a wait on the queue.
+READY_POLL_S = 0.002
 JOIN_TIMEOUT_S = 10.0  # shutdown: how long to wait for a stage to finish its current frame
 PRIMARY_ORDER = ("window", "virtualcam", "file", "null")
 
@@ -59,7 +66,10 @@ class Animator(Protocol):
     def reanchor(self) -> None: ...
 
     def process(self, frame_rgb: np.ndarray, timestamp: float | None = None) -> Any:
-        """-> AnimatedFrame(image, face_found, mode); `timestamp` (s) drives the motion filter."""
+        """-> AnimatedFrame(image, face_found, mode); `timestamp` (s) drives the motion filter.
+
+        `submit(frame_rgb, timestamp, worker=...)` -> pending and `finish(pending)` ->
+        AnimatedFrame, where present, let two frames be in flight (see `inflight.py`)."""
 
 
 @dataclass
@@ -76,35 +86,76 @@ class OutputFrame:
     calibration: bool = False
 
 
+@dataclass
+class _Submitted:
+    """What the inference thread keeps of a frame while it is in flight."""
+
+    frame: CapturedFrame
+    t_controls: float
+    calibration: bool
+    warmup: bool  # the first frame of its engine: lazy init, compile, graph capture
+
+
+class _BusyClock:
+    """The inference thread's milliseconds per finished frame, not counting the time it has
+    nothing to do (waiting for input with no frame in flight), spends on hotkeys (a switch may
+    build an engine) or hands frames to the sinks. One frame at a time that is the frame's own
+    time; with two in flight it is the time between two finished frames, about max(host, device)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.excluded = 0.0
+
+    def exclude(self, since: float) -> None:
+        """Do not count the time from `since` until now."""
+        self.excluded += time.perf_counter() - max(since, self.start)
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        ms = (now - self.start - self.excluded) * 1e3
+        self.start, self.excluded = now, 0.0
+        return ms
+
+
 class InferenceThread(threading.Thread):
-    """Runs the Animator on the newest driving frame and hands the result to every sink queue.
+    """Runs the Animator on the newest driving frames and hands the results to every sink queue.
 
     Before the first frame it builds the Animator when given a factory (so that all device
     state is created in this thread) and, when two engines are loaded, calibrates: it times
     `calibrate_frames` frames in each mode (after one untimed warm-up frame per mode) so that
-    the HUD's speed ratio is measured from the start. Hotkeys are applied before each frame.
+    the HUD's speed ratio is measured from the start. Hotkeys are applied before each frame;
+    hotkeys first finish the frames in flight, so they apply from the next frame submitted.
+    `in_flight` is 1 (one frame at a time) or 2 (the host work of one frame overlaps the device
+    work of the other; animators with only `process` run one at a time).
     """
 
     def __init__(self, animator: Animator | Callable[[], Animator], inp: LatestQueue[CapturedFrame],
                  outs: list[LatestQueue[OutputFrame]], controls: Controls, metrics: LiveMetrics,
                  stop: threading.Event, *, max_frames: int | None = None, calibrate_frames: int = 0,
-                 on_frame: Callable[[OutputFrame], None] | None = None) -> None:
+                 in_flight: int = 1, on_frame: Callable[[OutputFrame], None] | None = None) -> None:
         super().__init__(name="lp-live-inference", daemon=True)
+        if in_flight not in DEPTHS:
+            raise ValueError(f"in_flight must be 1 or 2, got {in_flight}")
         self._factory = None if hasattr(animator, "process") else animator
         self.animator: Animator | None = None if self._factory else animator
         self.inp, self.outs, self.controls, self.metrics, self.stop = inp, outs, controls, metrics, stop
         self.max_frames = max_frames
         self.calibrate_frames = calibrate_frames
+        self.in_flight = in_flight
         self.on_frame = on_frame
-        self.frames = 0  # frames processed after calibration
+        self.frames = 0  # frames submitted after calibration
         self.error: BaseException | None = None
+        self.flight: InFlight[_Submitted] | None = None
         self._warm: set[str] = set()
         self._t_controls = 0.0
+        self._clock = _BusyClock()
 
     def run(self) -> None:
         try:
             if self._factory is not None:
                 self.animator = self._factory()
+            self.flight = InFlight(self.animator, self.in_flight)
+            self._clock = _BusyClock()
             if self.calibrate_frames > 0 and len(self.animator.modes) > 1:
                 self._calibrate()
             while not self.stop.is_set():
@@ -114,63 +165,102 @@ class InferenceThread(threading.Thread):
                 frame = self._next()
                 if frame is None:
                     break
-                self._t_controls = self.controls.apply(self.animator)
-                self._process(frame)
+                t0 = time.perf_counter()
+                self._t_controls = self.controls.apply(self.animator, before=self._drain)
+                self._clock.exclude(t0)
+                self._submit(frame)
                 self.frames += 1
+            if not self.stop.is_set():
+                self._drain()
         except Exception as e:  # the engine failed: stop the run and let run_live raise it
             self.error = e
             self.stop.set()
         finally:
+            if self.flight is not None:
+                self.flight.close()
             self.inp.close()  # tells the capture thread to stop
             for q in self.outs:
                 q.close()  # the sinks drain what is left, then finish
 
     def _next(self) -> CapturedFrame | None:
+        """The next driving frame, or None at the end of input or on stop.
+
+        While a frame is in flight and no new one has come, the oldest is finished as soon as its
+        device part is done: holding it for the next camera frame would only add latency.
+        """
         while True:
+            in_flight = len(self.flight) > 0
+            t0 = time.perf_counter()
             try:
-                return self.inp.get(timeout=GET_TIMEOUT_S)
+                return self.inp.get(timeout=READY_POLL_S if in_flight else GET_TIMEOUT_S)
             except queue.Empty:
-                if self.stop.is_set():
+                if in_flight:
+                    if self.flight.ready():
+                        self._finish()
+                elif self.stop.is_set():
                     return None
             except QueueClosed:
                 if not self.stop.is_set():
                     self.metrics.stop("end of input")
                 return None
+            finally:
+                if not in_flight:
+                    self._clock.exclude(t0)
 
-    def _process(self, frame: CapturedFrame, calibration: bool = False) -> None:
+    def _submit(self, frame: CapturedFrame, calibration: bool = False) -> None:
+        """Start `frame`; then finish the oldest frames until there is room for the next one."""
         image = frame.image
         if self.controls.mirror:
             image = np.ascontiguousarray(image[:, ::-1])
-        t0 = time.perf_counter()
-        result = self.animator.process(image, timestamp=frame.t_capture)
-        ms = (time.perf_counter() - t0) * 1e3
-        warmup = result.mode not in self._warm  # first call per engine: lazy init, compile, graph capture
-        self._warm.add(result.mode)
-        self.metrics.record_inference(result.mode, ms, face_found=result.face_found, calibration=calibration,
-                                      warmup=warmup)
-        out = OutputFrame(frame.seq, frame.t_capture, result.image, result.mode, result.face_found,
-                          self._t_controls, ms, calibration)
+        mode = self.animator.mode
+        warmup = mode not in self._warm
+        self._warm.add(mode)
+        self.flight.submit(image, frame.t_capture, _Submitted(frame, self._t_controls, calibration, warmup))
+        while self.flight.full:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Finish the oldest frame in flight and hand it to the sinks."""
+        result, sub = self.flight.finish()
+        ms = self._clock.lap()
+        t_lap = time.perf_counter()
+        self.metrics.record_inference(result.mode, ms, face_found=result.face_found, calibration=sub.calibration,
+                                      warmup=sub.warmup)
+        out = OutputFrame(sub.frame.seq, sub.frame.t_capture, result.image, result.mode, result.face_found,
+                          sub.t_controls, ms, sub.calibration)
         for q in self.outs:
             with contextlib.suppress(QueueClosed):  # that sink has failed and was closed
                 q.put(out)
         if self.on_frame is not None:
             self.on_frame(out)
+        self._clock.exclude(t_lap)  # handing the frame on is no frame's work
+
+    def _drain(self) -> None:
+        while len(self.flight):
+            self._finish()
+
+    def _switch(self, mode: str) -> None:
+        """Finish the frames in flight, then change the engine (not timed: it may build it)."""
+        self._drain()
+        t0 = time.perf_counter()
+        self.animator.set_mode(mode)
+        self._clock.exclude(t0)
 
     def _calibrate(self) -> None:
         animator = self.animator
         initial = animator.mode
         order = [m for m in animator.modes if m != initial] + [initial]  # end in the mode the user chose
         for mode in order:
-            animator.set_mode(mode)
+            self._switch(mode)
             timed = 0
             while timed < self.calibrate_frames:
                 frame = self._next()
                 if frame is None or self.stop.is_set():
-                    animator.set_mode(initial)
+                    self._switch(initial)
                     return
-                was_warm = mode in self._warm
-                self._process(frame, calibration=True)
-                timed += was_warm
+                timed += mode in self._warm  # the first frame per engine is its untimed warm-up
+                self._submit(frame, calibration=True)
+        self._drain()
         log.info("calibrated: optimized %sx baseline (median of %d frames each)",
                  _fmt(self.metrics.speed_ratio()), self.calibrate_frames)
 
@@ -322,6 +412,8 @@ def run_live(animator: Animator | Callable[[], Animator], camera: str | FrameSou
         SinkError: an explicitly requested sink cannot work (one-line message).
         Any exception of the Animator, after a clean shutdown.
     """
+    if config.in_flight not in DEPTHS:
+        raise ConfigError(f"stream.in_flight: expected 1 or 2, got {config.in_flight}")
     source = camera if isinstance(camera, FrameSource) else open_source(camera, timeout=open_timeout, loop=loop)
     warnings: list[str] = []
     try:
@@ -360,7 +452,8 @@ class _Live:
         self.capture = CaptureThread(source, self.capture_q, self.stop, pace=config.pace)
         self.inference = InferenceThread(animator, self.capture_q, list(self.sink_qs.values()), self.controls,
                                          self.metrics, self.stop, max_frames=max_frames,
-                                         calibrate_frames=config.calibrate_frames, on_frame=on_frame)
+                                         calibrate_frames=config.calibrate_frames, in_flight=config.in_flight,
+                                         on_frame=on_frame)
         self.outputs = _Outputs(self.inference, self.controls, self.metrics, self.stop, self.sink_qs,
                                 [self.capture_q, *self.sink_qs.values()])
         self.window = next((s for s in sinks if isinstance(s, WindowSink)), None)
@@ -454,4 +547,5 @@ class _Live:
             engine=engine,
             source={"camera": self.source.description, "fps": self.source.fps, "paced": self.capture.pace},
             output=self.summary,
+            in_flight=self.inference.flight.depth if self.inference.flight is not None else self.inference.in_flight,
         )

@@ -2,7 +2,8 @@
 
 Every number on the HUD and in `--stats-json` comes from here and is measured in this run:
 latency is `perf_counter()` at the sink minus the frame's capture time, inference time is the
-wall time of `Animator.process` (which returns host pixels, so it includes the device work).
+inference thread's busy time per finished frame (host pixels, so it includes the device work;
+with two frames in flight, the time between two finished frames: see `live._BusyClock`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class LiveStats:
 
     `fps` is the output rate at the primary sink (the one the user watches: window, else
     virtual camera, else file, else null); `latency_ms` is capture-to-sink at that sink;
-    `inference_fps` is 1000 / mean `Animator.process` milliseconds.
+    `inference_fps` is 1000 / mean inference milliseconds (the inference thread's busy time
+    per frame); `in_flight` is how many frames it kept between submit and finish (1 or 2).
     """
 
     fps: float | None
@@ -66,6 +68,7 @@ class LiveStats:
     engine: dict[str, object]
     source: dict[str, object]
     output: str = ""  # what the sinks are, in one line (the `--sink auto` choice and why)
+    in_flight: int = 1
     # per-frame capture-to-sink latency at each sink, in display order (not in the JSON)
     latency_series_ms: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
@@ -191,7 +194,7 @@ class LiveMetrics:
             return 1e3 / float(np.median(recent)) if recent else None
 
     def final(self, *, dropped: dict[str, int], captured: int, mode_switches: int, engine: dict[str, object],
-              source: dict[str, object], output: str = "") -> LiveStats:
+              source: dict[str, object], output: str = "", in_flight: int = 1) -> LiveStats:
         with self._lock:
             duration = time.perf_counter() - self.t_start
             sinks = {}
@@ -231,5 +234,6 @@ class LiveMetrics:
                 engine=engine,
                 source=source,
                 output=output,
+                in_flight=in_flight,
                 latency_series_ms={name: list(rec.latency_ms) for name, rec in self.sinks.items()},
             )
