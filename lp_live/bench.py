@@ -123,17 +123,12 @@ def load_inputs(source: Path | None, driving: Path | None, count: int, size: int
 # environment
 # ---------------------------------------------------------------------------------------------
 def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model with its thread count and its speed-deciding features."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name} ({torch.get_num_threads()} threads)"
+    features = cputune.cpu_features()
+    amx = "AMX" if "amx_tile" in features else "no AMX"
+    return f"{cputune.cpu_model()} ({torch.get_num_threads()} threads; {', '.join([*features, amx])})"
 
 
 def git_commit() -> str:

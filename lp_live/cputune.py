@@ -138,6 +138,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# the instruction-set flags that decide CPU speed here (AMX: bf16 tile matmuls; AVX-512 BF16: bf16 dot products)
+FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_features() -> list[str]:
+    """Which of `FEATURES` /proc/cpuinfo lists for this CPU (empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in FEATURES if f in flags]
+    except OSError:
+        pass
+    return []
+
+
 def torch_version() -> str:
     try:
         return metadata.version("torch")
