@@ -181,9 +181,12 @@ def cmd_bench(argv: list[str]) -> int:
     _setup_logging(args.verbose)
     if getattr(args, "engine.weights") is None:
         setattr(args, "engine.weights", "synthetic")
+    try:
+        batches = bench.parse_batches(args.batch)
+    except ValueError as e:
+        p.error(f"--batch: {e}")
     cfg = config_from_args(args)
-    results = bench.run(cfg, modes=args.modes, frames=args.frames, warmup=args.warmup,
-                        batch=bench.parse_batches(args.batch),
+    results = bench.run(cfg, modes=args.modes, frames=args.frames, warmup=args.warmup, batch=batches,
                         source=args.source, driving=args.driving, kernels=args.kernels, stages=args.stages,
                         profile=args.profile, load=args.load)
     if args.json and args.json != "-":
@@ -223,14 +226,24 @@ def cmd_doctor(argv: list[str]) -> int:
 COMMANDS = {"bench": cmd_bench, "download-weights": cmd_download, "doctor": cmd_doctor}
 
 
-def _configure_cpu_threading(argv: list[str]) -> None:
+def _configure_cpu_threading(argv: list[str], *, bench: bool) -> None:
     """Set the measured (or cached) CPU threading before anything imports torch (`cputune`)."""
-    if "-h" in argv or "--help" in argv:
-        return
-    tuning = cputune.configure(retune="--retune" in argv, on_measure=lambda: print(
+    if {"-h", "--help", "--version", "--list-cameras"} & set(argv) or _device_flag(argv).startswith("cuda"):
+        return  # nothing runs on the CPU's thread pools (a CUDA run's host threads keep torch's defaults)
+    tuning = cputune.configure(retune=bench and "--retune" in argv, on_measure=lambda: print(
         "lp-live: measuring the CPU threading for this machine (once, a few seconds)", file=sys.stderr))
     if tuning.source == "measured":
         print(f"lp-live: CPU threading: {tuning.choice.label} (cached in {cputune.cache_path()})", file=sys.stderr)
+
+
+def _device_flag(argv: list[str]) -> str:
+    """The value of a `--device` flag in `argv` ("" when none is given)."""
+    for i, arg in enumerate(argv):
+        if arg == "--device" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--device="):
+            return arg.split("=", 1)[1]
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS.get(argv[0], cmd_run) if argv else cmd_run
     if command is not cmd_run:
         argv = argv[1:]
-    if command in (cmd_run, cmd_bench):
-        _configure_cpu_threading(argv)
     try:
+        if command in (cmd_run, cmd_bench):
+            _configure_cpu_threading(argv, bench=command is cmd_bench)
         return command(argv)
     except UserError as e:
         print(f"lp-live: error: {e}", file=sys.stderr)

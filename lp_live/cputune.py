@@ -388,7 +388,7 @@ def configure(*, retune: bool = False, on_measure: Callable[[], None] | None = N
             # one core: one candidate, nothing to measure
             timings, openmp = measure(cores) if len(candidates(cores)) > 1 else ({}, "unknown")
             choice = choose(timings, candidates(cores)) if timings else candidates(cores)[0]
-        except (OSError, RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+        except (OSError, RuntimeError, ValueError, KeyError, IndexError, subprocess.TimeoutExpired) as e:
             log.warning("CPU threading measurement failed (%s); using torch's defaults", e)
             _applied = Tuning("failed", None, user, key)
             return _applied

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 # what `lp-live bench` and the CUDA tests import (scipy: the anchor's hull volume in kinematics)
-NEEDED = ("torch", "numpy", "cv2", "yaml", "scipy", "pytest")
-OPTIONAL = ("av", "pyvirtualcam", "pynvml", "tqdm", "huggingface_hub")  # the check runs without these
+NEEDED = ("torch", "numpy", "cv2", "yaml", "scipy")
+OPTIONAL = ("pytest", "av", "pyvirtualcam", "pynvml", "tqdm", "huggingface_hub")  # the benches run without these
 
 
 def module_version(name: str) -> str | None:

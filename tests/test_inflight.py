@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -21,7 +22,7 @@ from lp_live.config import Config, ConfigError
 from lp_live.engine import AnimateOptions, EngineBase, SourceState
 from lp_live.face import Face
 from lp_live.pipeline import Animator
-from lp_live.stream import CaptureError, Controls, open_source, run_live
+from lp_live.stream import CaptureError, Controls, run_live
 from lp_live.stream.capture import FrameSource
 from lp_live.stream.inflight import InFlight
 
@@ -218,8 +219,16 @@ class GatedVideo(FrameSource):
     description, fps, is_file = "gated video", 25.0, False
 
     def __init__(self, video: str, frames: int) -> None:
-        with open_source(video) as source:
-            self.images = [source.read()[0] for _ in range(frames)]
+        capture = cv2.VideoCapture(video)  # OpenCV's FFmpeg: the GPU machine has no PyAV
+        try:
+            self.images = []
+            for i in range(frames):
+                ok, bgr = capture.read()
+                if not ok:
+                    raise CaptureError(f"{video}: frame {i} could not be decoded")
+                self.images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        finally:
+            capture.release()
         self.taken = threading.Semaphore(0)
         self.read_count = 0
 

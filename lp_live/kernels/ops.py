@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .triton_kernels import Launch
 
 FEATURE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-COMPRESSED_CHANNELS = 4  # `compress` of the official W (configs/models.yaml): the hourglass input's C
+COMPRESSED_CHANNELS = 4  # `compress` of the official W (lp_live/models/registry.py): the hourglass input's C
 _INT32_MAX = 2**31 - 1
 
 
