@@ -128,14 +128,20 @@ def physical_cores() -> int:
         return cpus
 
 
-def cpu_model() -> str:
+def _cpuinfo(key: str) -> str | None:
+    """The first value of `key` ("model name", "flags") in /proc/cpuinfo; None where absent or unreadable."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            name, _, value = line.partition(":")
+            if name.strip() == key:
+                return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 # the instruction-set flags that decide CPU speed here (AMX: bf16 tile matmuls; AVX-512 BF16: bf16 dot products)
@@ -144,14 +150,8 @@ FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf
 
 def cpu_features() -> list[str]:
     """Which of `FEATURES` /proc/cpuinfo lists for this CPU (empty where it cannot be read)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return [f for f in FEATURES if f in flags]
-    except OSError:
-        pass
-    return []
+    flags = set((_cpuinfo("flags") or "").split())
+    return [f for f in FEATURES if f in flags]
 
 
 def torch_version() -> str:

@@ -314,8 +314,8 @@ def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortra
     for line in warnings:
         log.warning("%s", line)
     optimized_kwargs = eng.optimized_kwargs()
-    if any(w.startswith("Triton") for w in warnings):
-        optimized_kwargs["kernels"] = None  # the default layout for this device
+    if eng.kernels == "on" and not kernels_runnable(device):
+        optimized_kwargs["kernels"] = None  # the default layout for this device (the warning says so)
 
     def factory(mode: str) -> EngineBase:
         if mode == "optimized":
@@ -343,8 +343,6 @@ def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortra
 
 def unmet_requests(config: Config, device: torch.device, detector: FaceDetector) -> list[str]:
     """One line per requested option that cannot be honoured on this machine, saying what to do."""
-    from .kernels import triton_available
-
     out = []
     anim = config.animation
     wanted = [n for n, on in (("eye retargeting", anim.eye_retargeting), ("lip retargeting", anim.lip_retargeting),
@@ -352,9 +350,16 @@ def unmet_requests(config: Config, device: torch.device, detector: FaceDetector)
     if wanted and isinstance(detector, HaarFaceDetector):
         out.append(f"{' and '.join(wanted)} off: no landmark model (lp-live download-weights, pip install "
                    "onnxruntime)")
-    if config.engine.kernels == "on":
+    if config.engine.kernels == "on" and not kernels_runnable(device):
         if device.type != "cuda":
             out.append(f"Triton kernels off: they run on CUDA only, not {device.type}; PyTorch warping instead")
-        elif not triton_available():
+        else:
             out.append("Triton kernels off: triton is not importable (pip install triton); PyTorch warping instead")
     return out
+
+
+def kernels_runnable(device: torch.device) -> bool:
+    """Whether the fused Triton warping kernels can run on `device` (CUDA with triton importable)."""
+    from .kernels import triton_available
+
+    return device.type == "cuda" and triton_available()

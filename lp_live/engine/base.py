@@ -305,6 +305,7 @@ class EngineBase:
         `PendingImage` is what `animate` returns. Here it is computed before returning."""
         return PendingImage(self.animate(state, motion, ratios=ratios))
 
+
 def per_slot(states: SourceState | Sequence[SourceState], batch: int) -> SourceState | list[SourceState]:
     """`states` for a batch of `batch` slots: one state when every slot animates the same source
     (then its tensors broadcast over the batch), else the list of the slots' states."""

@@ -96,12 +96,9 @@ def cpu_supports_bf16() -> bool:
     probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if all(p is not None for p in probes):
         return any(p() for p in probes)
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = set(f.read().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    from ..cputune import cpu_features
+
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_features()))
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -778,8 +775,7 @@ class OptimizedEngine(EngineBase):
         self._slot_buffers: dict[int, tuple[torch.Tensor, ...]] = {}  # per batch size: a source per slot
         self._slot_loaded: dict[int, list[tuple[torch.Tensor, ...]]] = {}
         self._staging: dict[tuple, tuple[torch.Tensor, torch.cuda.Event]] = {}
-        self._pinned_out: dict[int, tuple[torch.Tensor, torch.cuda.Event]] = {}
-        self._free_pinned: dict[tuple[int, ...], list[torch.Tensor]] = {}  # `submit`'s download buffers
+        self._free_pinned: dict[tuple[int, ...], list[torch.Tensor]] = {}  # download buffers, by shape
         self.asynchronous = self.stream is not None  # `submit` queues on the stream and returns
         log.info("optimized engine on %s: W/G in %s (%s), compile=%s, cuda_graph=%s, layout=%s", self.device,
                  self.precision, self.precision_source, compile, self.uses_cuda_graph, self.layout)
@@ -985,15 +981,7 @@ class OptimizedEngine(EngineBase):
     def _download(self, image: torch.Tensor) -> np.ndarray:
         if self.device.type != "cuda":
             return image.numpy()
-        b = image.shape[0]
-        if b not in self._pinned_out:
-            self._pinned_out[b] = (torch.empty(image.shape, dtype=torch.uint8, pin_memory=True),
-                                   torch.cuda.Event())
-        pinned, done = self._pinned_out[b]
-        pinned.copy_(image, non_blocking=True)
-        done.record()
-        done.synchronize()  # the only host wait of the frame
-        return pinned.numpy().copy()  # the pinned buffer is reused by the next frame
+        return self._download_async(image).result()  # the only host wait of the frame
 
     # -- split per-frame path (CUDA): queue the whole frame, wait for it in `result()` -------
     @contextlib.contextmanager
@@ -1019,7 +1007,7 @@ class OptimizedEngine(EngineBase):
             return super().submit(state, motion, ratios=ratios)
         with self.launching():
             x_d = self.driving_keypoints(state, motion, ratios)
-            return self._download_async(self._generate_on_device(state, x_d))
+            return self._download_async(self._generate_on_device(state, x_d)[0])
 
     def _generate_on_device(self, states: SourceState | Sequence[SourceState], x_d: torch.Tensor) -> torch.Tensor:
         """W, G and the uint8 conversion, queued on the current stream: the (B, 2S, 2S, 3) image on the device."""
@@ -1037,8 +1025,8 @@ class OptimizedEngine(EngineBase):
         return image
 
     def _download_async(self, image: torch.Tensor) -> PendingImage:
-        """Queue the copy of a (1, H, W, 3) uint8 image into a pinned buffer of its own: a buffer
-        goes back to the free list only when the frame's `result()` has read it."""
+        """Queue the non-blocking copy of a uint8 image ((H, W, 3) or (B, H, W, 3)) into a pinned
+        buffer of its own: a buffer goes back to the free list only when `result()` has read it."""
         key = tuple(image.shape)
         free = self._free_pinned.setdefault(key, [])
         pinned = free.pop() if free else torch.empty(key, dtype=torch.uint8, pin_memory=True)
@@ -1062,7 +1050,7 @@ class _PinnedImage(PendingImage):
     def result(self) -> np.ndarray:
         if not self._read:
             self._done.synchronize()  # the frame's only host wait
-            self._image = self._pinned[0].numpy().copy()
+            self._image = self._pinned.numpy().copy()
             self._free.append(self._pinned)
             self._read = True
         return self._image
