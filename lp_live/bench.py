@@ -105,13 +105,10 @@ def load_inputs(source: Path | None, driving: Path | None, count: int, size: int
             driving = None
     if driving is not None:
         frames = []
-        with VideoReader(driving) as reader:
-            for frame, _ in reader.frames():
+        with VideoReader(driving, loop=True) as reader:  # a short video loops
+            while len(frames) < count:
+                frame, _ = reader.read()
                 frames.append(cv2.resize(frame, (size, size)))
-                if len(frames) >= count:
-                    break
-        while len(frames) < count:  # a short video loops
-            frames.append(frames[len(frames) % max(1, len(frames))])
         described.append(f"driving {driving.name}")
     else:
         frames = synthetic_frames(count, size, seed=2)

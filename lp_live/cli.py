@@ -105,13 +105,14 @@ def cmd_run(argv: list[str]) -> int:
     source_rgb = read_image(args.source or DEFAULT_SOURCE)
     if offline:
         return _render(args, cfg, source_rgb)
-    from .stream import run_live
+    from .stream import AnimatorFactory, open_live
 
     # Live runs report what they picked (sinks, calibration) as they go.
     logging.getLogger("lp_live").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     # Built in the inference thread, where all device state (CUDA graphs, streams) must live.
-    stats = run_live(lambda: build_animator(cfg, source_rgb), args.camera, cfg.stream, max_frames=args.max_frames,
-                     stats_json=args.stats_json, output=args.output, loop=args.loop)
+    session = open_live(AnimatorFactory(lambda: build_animator(cfg, source_rgb)), args.camera, cfg.stream,
+                        output=args.output, loop=args.loop, max_frames=args.max_frames)
+    stats = session.run(args.stats_json)
     print(stats.summary())
     return 0
 

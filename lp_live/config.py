@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from .errors import UserError
+from .errors import UserError, one_line
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -236,10 +236,6 @@ def _build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
     return cls(**kwargs)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def read_config_file(path: str | Path | Traversable) -> Any:
     """The parsed YAML of `path` ({} when empty), or ConfigError in one line."""
     try:
@@ -257,9 +253,9 @@ def read_config_file(path: str | Path | Traversable) -> Any:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{at}: not valid YAML: {_one_line(e.problem or e.context or e)}") from None
+        raise ConfigError(f"{path}{at}: not valid YAML: {one_line(e.problem or e.context or e)}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {_one_line(e)}") from None
+        raise ConfigError(f"{path}: not valid YAML: {one_line(e)}") from None
     return {} if data is None else data
 
 

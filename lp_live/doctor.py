@@ -194,38 +194,38 @@ def check_encoder() -> Check:
 
 
 def check_virtual_camera() -> Check:
-    from .stream import sinks
+    from .stream import platform
 
-    ok, detail = sinks.virtual_camera_status()
+    ok, detail = platform.virtual_camera_status()
     if ok:
         return Check("virtual camera", True, detail)
     if not sys.platform.startswith("linux"):
-        return Check("virtual camera", False, detail, "install OBS Studio and start its virtual camera once")
-    if sinks.v4l2loopback_devices():  # devices exist but cannot be opened for writing
+        return Check("virtual camera", False, detail, platform.OBS_HINT)
+    if platform.v4l2loopback_devices():  # devices exist but cannot be opened for writing
         what, _, todo = detail.partition("; ")
         return Check("virtual camera", False, what, todo)
-    state = "the v4l2loopback module is loaded but has no device" if Path("/sys/module/v4l2loopback").is_dir() \
+    state = "the v4l2loopback module is loaded but has no device" if platform.v4l2loopback_loaded() \
         else "the v4l2loopback module is not loaded"
     return Check("virtual camera", False, f"no v4l2loopback device: {state}",
-                 f"{sinks.MODPROBE} (Debian/Ubuntu: sudo apt install v4l2loopback-dkms first); "
+                 f"{platform.MODPROBE} (Debian/Ubuntu: sudo apt install v4l2loopback-dkms first); "
                  "without it use the preview window or --output")
 
 
 def check_display() -> Check:
-    from .stream.sinks import display_status
+    from .stream import platform
 
-    ok, detail = display_status()
+    ok, detail = platform.display_status()
     return Check("display", ok, detail, "" if ok else
                  "no preview window: hotkeys are read from the terminal; use the virtual camera or --output")
 
 
 def check_cameras() -> Check:
-    from .stream.capture import list_cameras
+    from .stream import platform
 
-    found = list_cameras()
+    found = platform.list_cameras()
     if found:
         return Check("cameras", True, "OpenCV camera index(es) " + ", ".join(map(str, found)))
-    return Check("cameras", False, "no camera answers at indices 0..9",
+    return Check("cameras", False, f"no camera answers at indices 0..{platform.MAX_CAMERA_INDEX - 1}",
                  "connect a webcam (and close programs using it), or drive from a file: --camera video.mp4")
 
 

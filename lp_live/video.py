@@ -1,4 +1,5 @@
-"""Video files through PyAV: a reader that yields every frame in order, and an H.264 writer.
+"""Video through PyAV: one reader (files and network streams, in order, optionally looped) and an
+H.264 writer.
 
 The writer flushes its encoder and closes the container on any exit (error, Ctrl-C), so a
 partial render is still a playable file holding the frames written so far.
@@ -15,7 +16,7 @@ from types import TracebackType
 import av
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -25,48 +26,115 @@ class VideoError(UserError):
 
 
 class VideoReader:
-    """Frames of a video file as RGB uint8 arrays, in order, with their timestamps in seconds."""
+    """Frames of a video file or a network stream (rtsp://, http://, udp://, ...) as RGB uint8
+    arrays, in order, with their times in seconds. The one PyAV reader of lp-live: the offline
+    render, the live capture, the bench and the tests read video through it.
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise VideoError(f"driving video {self.path} not found; pass an existing video file with --camera")
-        if self.path.stat().st_size == 0:
-            raise VideoError(f"driving video {self.path} is empty (0 bytes); pass a real video file")
+    Args:
+        spec: a file path, or a URL (anything with "://").
+        timeout: seconds to wait for a network stream to open and then for each read
+            (None: FFmpeg's default, which may wait for ever).
+        loop: start a file again at its end, times still increasing, like a camera that never
+            ends (ignored for a live stream, which has no duration).
+        low_delay: no input buffering and no frame threads, so a frame is returned as soon as it
+            is decoded (default: on for URLs, off for files, which decode faster with threads).
+
+    Attributes: `rate` (the frame rate the container states, or None), `fps` (`rate`, else 25),
+    `frame_count` (0 when the container does not say), `width`, `height`, `audio` (the first
+    audio stream or None), `is_url`, `is_file` (has a duration: a file, or a URL to a file).
+
+    Raises VideoError (one line) when the input cannot be opened, answers nothing within
+    `timeout`, or holds no decodable frame.
+    """
+
+    def __init__(self, spec: str | Path, *, timeout: float | None = None, loop: bool = False,
+                 low_delay: bool | None = None) -> None:
+        self.spec = str(spec)
+        self.is_url = "://" in self.spec
+        self.path = Path(spec)  # meaningful for a file only
+        if not self.is_url:
+            if not self.path.is_file():
+                raise VideoError(f"driving video {self.path} not found; pass an existing video file with --camera")
+            if self.path.stat().st_size == 0:
+                raise VideoError(f"driving video {self.path} is empty (0 bytes); pass a real video file")
+        low_delay = self.is_url if low_delay is None else low_delay
+        options = {"fflags": "nobuffer", "flags": "low_delay"} if low_delay else {}
         try:
-            self.container = av.open(str(self.path))
-        except av.FFmpegError as e:
-            raise VideoError(f"{self.path} is not a video FFmpeg can read ({e.strerror or e}); "
-                             "pass an MP4/MKV/MOV/WebM file") from e
+            self.container = av.open(self.spec, mode="r", options=options,
+                                     timeout=None if timeout is None else (timeout, timeout))
+        except av.ExitError as e:  # FFmpeg's interrupt callback: the timeout expired
+            raise VideoError(f"{self.spec}: no answer within {timeout:.0f} s; check the URL and that the stream "
+                             "is being published") from e
+        except (av.FFmpegError, OSError) as e:
+            todo = "check the URL and that the stream is being published" if self.is_url else \
+                "it is not a video FFmpeg can read; pass an MP4/MKV/MOV/WebM file"
+            raise VideoError(f"{self.spec} cannot be opened ({one_line(e)}); {todo}") from e
         if not self.container.streams.video:
             self.container.close()
-            raise VideoError(f"{self.path} has no video stream; pass a video file")
+            raise VideoError(f"{self.spec} has no video stream; pass a video file")
         self.stream = self.container.streams.video[0]
-        self.stream.thread_type = "AUTO"
+        if not low_delay:
+            self.stream.thread_type = "AUTO"  # frame threads add decode latency: fine for a file
         rate = self.stream.average_rate or self.stream.guessed_rate
-        self.fps: Fraction = Fraction(rate) if rate else Fraction(25)
+        self.rate: Fraction | None = Fraction(rate) if rate else None
+        self.fps: Fraction = self.rate or Fraction(25)
         self.frame_count: int = self.stream.frames  # 0 when the container does not say
         self.width, self.height = self.stream.codec_context.width, self.stream.codec_context.height
         self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
+        # a file, or a URL to a file, has a duration; a live stream does not
+        self.is_file = not self.is_url or self.container.duration is not None
+        self.loop = loop and self.is_file
+        self._frames = self.container.decode(self.stream)
+        self._decoded = 0  # frames decoded, all loops together
+        self._index = 0  # frames decoded in this loop
+        self._offset = 0.0  # added to frame times after each loop
+        self._last_time: float | None = None
+        self._closed = False
+
+    def read(self) -> tuple[np.ndarray, float] | None:
+        """The next (RGB frame, seconds), or None at the end of the input (never with `loop`).
+
+        A frame without a timestamp gets its index at `fps`. A file that breaks after some
+        frames ends there (with a warning); a stream that stops answering raises VideoError.
+        """
+        try:
+            frame = next(self._frames, None)
+            if frame is None and self.loop and self._last_time is not None:
+                self.container.seek(0)
+                self._offset = self._last_time + 1.0 / float(self.fps)
+                self._frames = self.container.decode(self.stream)
+                self._index = 0
+                frame = next(self._frames, None)
+        except av.ExitError as e:
+            raise VideoError(f"{self.spec}: stream stopped answering") from e
+        except (av.FFmpegError, OSError) as e:
+            if self._decoded == 0:
+                raise VideoError(f"{self.spec} is corrupt or not a video: no frame could be decoded "
+                                 f"({one_line(e)}); pass a working video file") from e
+            if self.is_url:
+                raise VideoError(f"{self.spec}: cannot be decoded ({one_line(e)})") from e
+            log.warning("%s: decoding stopped after %d frames (%s)", self.spec, self._decoded, one_line(e))
+            frame = None
+        if frame is None:
+            if self._decoded == 0:
+                raise VideoError(f"{self.spec} holds no decodable video frame; pass a working video file")
+            return None
+        t = self._offset + (float(frame.time) if frame.time is not None else self._index / float(self.fps))
+        self._decoded += 1
+        self._index += 1
+        self._last_time = t
+        return frame.to_ndarray(format="rgb24"), t
 
     def frames(self) -> Iterator[tuple[np.ndarray, float]]:
-        """(RGB frame, seconds) for every decodable frame; VideoError if the file is corrupt."""
-        count = 0
-        try:
-            for frame in self.container.decode(self.stream):
-                t = float(frame.time) if frame.time is not None else count / float(self.fps)
-                count += 1
-                yield frame.to_ndarray(format="rgb24"), t
-        except av.FFmpegError as e:
-            if count == 0:
-                raise VideoError(f"{self.path} is corrupt or not a video: no frame could be decoded "
-                                 f"({e.strerror or e}); pass a working video file") from e
-            log.warning("%s: decoding stopped after %d frames (%s)", self.path, count, e)
-        if count == 0:
-            raise VideoError(f"{self.path} holds no decodable video frame; pass a working video file")
+        """(RGB frame, seconds) until the end of the input; VideoError as `read`."""
+        while (item := self.read()) is not None:
+            yield item
 
     def close(self) -> None:
-        self.container.close()
+        """Close the input. Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self.container.close()
 
     def __enter__(self) -> VideoReader:
         return self

@@ -67,3 +67,22 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     yield
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.fixture(scope="session")
+def video(assets) -> str:
+    """The shared driving video (78 frames, 25 fps) as a path string."""
+    return str(assets / "d0.mp4")
+
+
+@pytest.fixture
+def no_display(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+
+
+@pytest.fixture
+def no_virtualcam(monkeypatch):
+    from lp_live.stream import platform
+
+    monkeypatch.setattr(platform, "v4l2loopback_devices", lambda: [])

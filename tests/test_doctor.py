@@ -13,9 +13,7 @@ from lp_live import doctor
 from lp_live.doctor import Check, print_report, run_checks
 from lp_live.models import default_cache_dir
 from lp_live.models.checkpoint import CHECKPOINT_FILES
-from lp_live.stream import MODPROBE
-from lp_live.stream import capture as capture_module
-from lp_live.stream import sinks as sinks_module
+from lp_live.stream import MODPROBE, platform
 
 NAMES = ["package data", "torch", "cuda", "nvml", "cpu threading", "weights", "face models", "face detector",
          "video encoder",
@@ -72,21 +70,21 @@ def test_virtual_camera_devices_from_sysfs(tmp_path, monkeypatch):
     for name, label in [("video10", "lp-live"), ("video2", "Dummy video device"), ("videoX", "?")]:
         (tmp_path / name).mkdir()
         (tmp_path / name / "name").write_text(label + "\n")
-    monkeypatch.setattr(sinks_module, "V4L2_VIRTUAL", tmp_path)
-    assert sinks_module.v4l2loopback_devices() == [("/dev/video2", "Dummy video device"), ("/dev/video10", "lp-live")]
-    monkeypatch.setattr(sinks_module.os, "access", lambda path, mode: path == "/dev/video10")
+    monkeypatch.setattr(platform, "V4L2_VIRTUAL", tmp_path)
+    assert platform.v4l2loopback_devices() == [("/dev/video2", "Dummy video device"), ("/dev/video10", "lp-live")]
+    monkeypatch.setattr(platform.os, "access", lambda path, mode: path == "/dev/video10")
     c = doctor.check_virtual_camera()
     assert c.ok and c.detail == "/dev/video10 (lp-live)"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="v4l2loopback is Linux only")
 def test_missing_virtual_camera_gives_the_modprobe_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(sinks_module, "V4L2_VIRTUAL", tmp_path / "none")
+    monkeypatch.setattr(platform, "V4L2_VIRTUAL", tmp_path / "none")
     c = doctor.check_virtual_camera()
     assert not c.ok and MODPROBE in c.hint and "v4l2loopback" in c.detail
     (tmp_path / "video3").mkdir()
-    monkeypatch.setattr(sinks_module, "V4L2_VIRTUAL", tmp_path)
-    monkeypatch.setattr(sinks_module.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(platform, "V4L2_VIRTUAL", tmp_path)
+    monkeypatch.setattr(platform.os, "access", lambda path, mode: False)
     c = doctor.check_virtual_camera()
     assert not c.ok and c.detail == "/dev/video3 not writable" and "usermod -aG video" in c.hint
 
@@ -118,10 +116,10 @@ def test_cuda_check_matches_torch():
 
 
 def test_cameras_check(monkeypatch):
-    monkeypatch.setattr(capture_module, "list_cameras", lambda: [0, 2])
+    monkeypatch.setattr(platform, "list_cameras", lambda: [0, 2])
     c = doctor.check_cameras()
     assert c.ok and c.detail.endswith("0, 2")
-    monkeypatch.setattr(capture_module, "list_cameras", lambda: [])
+    monkeypatch.setattr(platform, "list_cameras", lambda: [])
     c = doctor.check_cameras()
     assert not c.ok and "--camera video.mp4" in c.hint
 

@@ -57,14 +57,11 @@ def s6_face(detector, s6) -> Face:
 
 @pytest.fixture(scope="module")
 def d0_frames(assets) -> list[np.ndarray]:
-    av = pytest.importorskip("av")
-    frames = []
-    with av.open(str(assets / "d0.mp4")) as container:
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == 20:
-                break
-    return frames
+    pytest.importorskip("av")
+    from lp_live.video import VideoReader
+
+    with VideoReader(assets / "d0.mp4") as reader:
+        return [reader.read()[0] for _ in range(20)]
 
 
 def test_create_detector_defaults_to_haar(tmp_path):

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_stream import FakeAnimator, RecordingSink, stream_config
+from livefakes import FakeAnimator, RecordingSink, stream_config
 
 from lp_live.config import Config, ConfigError
 from lp_live.engine import AnimateOptions, EngineBase, SourceState

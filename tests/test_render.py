@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
@@ -21,10 +20,8 @@ FAST = ["--weights", "synthetic", "--mode", "baseline", "--input-size", "128"]
 
 
 def decode(path: Path) -> tuple[list[np.ndarray], float]:
-    with av.open(str(path)) as c:
-        stream = c.streams.video[0]
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
-        return frames, float(stream.average_rate)
+    with VideoReader(path) as reader:
+        return [f for f, _ in reader.frames()], float(reader.fps)
 
 
 def test_render_with_paste_back_has_photo_size(assets, tmp_path, capsys):

@@ -1,39 +1,32 @@
 """The live app: capture, inference and sink threads with bounded, newest-wins queues.
 
     stats = run_live(animator, "0", config.stream, stats_json="stats.json")
+    session = open_live(AnimatorFactory(build), "0", config.stream)  # built, not started
+    stats = session.run()
 
-See `live.py` for the threads, `sinks.py` for the outputs, `hud.py` for the overlay and
-`controls.py` for the hotkeys.
+See `live.py` for the threads, `capture.py` for the driving frames, `sinks.py` for the outputs,
+`platform.py` for what the machine offers (virtual camera, display, cameras), `hud.py` for
+the overlay and `controls.py` for the hotkeys.
 """
 
 # OpenCV before PyAV: PyAV's wheel bundles its own libxcb, and when it is loaded first
 # OpenCV's Qt preview window hangs in its first call (PyAV issues #978, #1050).
 import cv2  # noqa: F401
 
-from .capture import CapturedFrame, CaptureError, FrameSource, list_cameras, open_source
+from .capture import CapturedFrame, CaptureError, FrameSource, open_source
 from .controls import KEYS, Controls, TerminalKeys
 from .hud import GpuMonitor, HudInfo, draw_hud, hud_lines
-from .live import Animator, OutputFrame, run_live
+from .live import Animator, AnimatorFactory, LiveSession, OutputFrame, open_live, run_live
 from .metrics import LiveStats
+from .platform import MODPROBE, display_status, list_cameras, v4l2loopback_devices, virtual_camera_status
 from .queues import LatestQueue, QueueClosed
-from .sinks import (
-    MODPROBE,
-    FileSink,
-    NullSink,
-    Sink,
-    SinkError,
-    VirtualCameraSink,
-    WindowSink,
-    display_status,
-    resolve_sinks,
-    v4l2loopback_devices,
-    virtual_camera_status,
-)
+from .sinks import FileSink, NullSink, Sink, SinkError, VirtualCameraSink, WindowSink, resolve_sinks
 
 __all__ = [
     "KEYS",
     "MODPROBE",
     "Animator",
+    "AnimatorFactory",
     "CaptureError",
     "CapturedFrame",
     "Controls",
@@ -42,6 +35,7 @@ __all__ = [
     "GpuMonitor",
     "HudInfo",
     "LatestQueue",
+    "LiveSession",
     "LiveStats",
     "NullSink",
     "OutputFrame",
@@ -55,6 +49,7 @@ __all__ = [
     "draw_hud",
     "hud_lines",
     "list_cameras",
+    "open_live",
     "open_source",
     "resolve_sinks",
     "run_live",

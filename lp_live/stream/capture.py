@@ -1,4 +1,5 @@
-"""Driving frames: a camera through OpenCV, a video file or a network stream through PyAV.
+"""Driving frames: a camera through OpenCV, a video file or a network stream through PyAV
+(`lp_live.video.VideoReader`); `platform.list_cameras` lists the cameras.
 
 `open_source` opens (and reads the first frame from) a source in the caller's thread, so that
 a camera that does not exist or a URL that does not answer fails at start with a one-line
@@ -8,25 +9,21 @@ own frame rate, so a file plays like a camera.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
+from .platform import camera_backend, quiet_opencv
 from .queues import LatestQueue, QueueClosed
 
 log = logging.getLogger(__name__)
 
 CAMERA_STALL_S = 2.0  # a camera that gives no frame for this long has gone away
-MAX_CAMERA_INDEX = 10  # `list_cameras` probes 0..9
 
 
 class CaptureError(UserError):
@@ -64,26 +61,6 @@ class FrameSource:
         self.close()
 
 
-@contextlib.contextmanager
-def _quiet_opencv() -> Iterator[None]:
-    """Silence OpenCV's own stderr warnings (a missing camera logs several) while probing."""
-    import cv2
-
-    previous = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        yield
-    finally:
-        cv2.utils.logging.setLogLevel(previous)
-
-
-def _camera_backend() -> int:
-    import cv2
-
-    # V4L2 directly on Linux: the default order also tries FFmpeg and Orbbec, each logging an error
-    return cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
-
-
 class CameraSource(FrameSource):
     """An OpenCV camera by index (or a /dev/video* path), with a one-frame driver buffer."""
 
@@ -92,8 +69,8 @@ class CameraSource(FrameSource):
 
         self._cv2 = cv2
         self.description = f"camera {index}"
-        with _quiet_opencv():
-            self._cap = cv2.VideoCapture(index, _camera_backend())
+        with quiet_opencv():
+            self._cap = cv2.VideoCapture(index, camera_backend())
             if not self._cap.isOpened():
                 self._cap.release()
                 raise CaptureError(f"camera {index} cannot be opened; `lp-live --list-cameras` lists the cameras "
@@ -132,7 +109,8 @@ class CameraSource(FrameSource):
 
 
 class StreamSource(FrameSource):
-    """A video file or a network stream (rtsp://, http://, udp://, ...) decoded with PyAV.
+    """A video file or a network stream (rtsp://, http://, udp://, ...): `lp_live.video.VideoReader`
+    with low delay for URLs, its errors as CaptureError.
 
     Args:
         timeout: seconds to wait for a network stream to open or to send data.
@@ -140,80 +118,35 @@ class StreamSource(FrameSource):
     """
 
     def __init__(self, spec: str, *, timeout: float = 10.0, loop: bool = False) -> None:
-        import av
+        from ..video import VideoError, VideoReader  # PyAV, imported only when a file or URL is read
 
-        is_url = "://" in spec
-        if not is_url and not Path(spec).is_file():
-            raise CaptureError(f"--camera {spec}: no such file, and not a camera index or stream URL "
-                               "(e.g. 0, video.mp4, rtsp://host/stream)")
+        self._error = VideoError
         self.description = spec
-        options = {"fflags": "nobuffer", "flags": "low_delay"} if is_url else {}
         try:
-            self._container = av.open(spec, mode="r", timeout=(timeout, timeout), options=options)
-        except av.error.ExitError as e:  # FFmpeg's interrupt callback: the timeout expired
-            raise CaptureError(f"{spec}: no answer within {timeout:.0f} s; check the URL and that the stream "
-                               "is being published") from e
-        except (av.error.FFmpegError, OSError) as e:
-            raise CaptureError(f"{spec}: cannot be opened ({_one_line(e)}); check the path or URL") from e
-        if not self._container.streams.video:
-            self._container.close()
-            raise CaptureError(f"{spec}: has no video stream")
-        stream = self._container.streams.video[0]
-        if not is_url:
-            stream.thread_type = "AUTO"  # frame threads add decode latency; fine for a file, not a stream
-        rate = stream.average_rate or stream.guessed_rate
-        self.fps = float(rate) if rate else None
-        # a file, or a URL to a file, has a duration; a live stream does not
-        self.is_file = not is_url or self._container.duration is not None
-        self.loop = loop and self.is_file
-        self._stream = stream
-        self._frames = self._container.decode(stream)
-        self._offset = 0.0  # added to frame times after each loop
-        self._last_time: float | None = None
-        self._closed = False
+            self._reader = VideoReader(spec, timeout=timeout, loop=loop)
+        except VideoError as e:
+            raise CaptureError(str(e)) from e
+        self.fps = float(self._reader.rate) if self._reader.rate else None
+        self.is_file = self._reader.is_file
+        self.loop = self._reader.loop
+        self._first: tuple[np.ndarray, float] | None = None
         try:
-            self._first = self._next()
+            self._first = self.read()  # a stream that opens but sends nothing fails here, at start
         except CaptureError:
             self.close()
             raise
-        if self._first is None:
-            self.close()
-            raise CaptureError(f"{spec}: contains no video frame")
-
-    def _next(self) -> tuple[np.ndarray, float | None] | None:
-        import av
-
-        try:
-            frame = next(self._frames, None)
-            if frame is None and self.loop and self._last_time is not None:
-                self._container.seek(0)
-                self._offset = self._last_time + 1.0 / (self.fps or 25.0)
-                self._frames = self._container.decode(self._stream)
-                frame = next(self._frames, None)
-            if frame is None:
-                return None
-        except av.error.ExitError as e:
-            raise CaptureError(f"{self.description}: stream stopped answering") from e
-        except (av.error.FFmpegError, OSError) as e:
-            raise CaptureError(f"{self.description}: cannot be decoded ({_one_line(e)})") from e
-        t = None if frame.time is None else self._offset + frame.time
-        self._last_time = t if t is not None else self._last_time
-        return frame.to_ndarray(format="rgb24"), t
 
     def read(self) -> tuple[np.ndarray, float | None] | None:
         if self._first is not None:
             first, self._first = self._first, None
             return first
-        return self._next()
+        try:
+            return self._reader.read()
+        except self._error as e:
+            raise CaptureError(str(e)) from e
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._container.close()
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+        self._reader.close()
 
 
 def open_source(camera: str | int, *, timeout: float = 10.0, loop: bool = False) -> FrameSource:
@@ -225,25 +158,10 @@ def open_source(camera: str | int, *, timeout: float = 10.0, loop: bool = False)
         return CameraSource(int(spec))
     if spec.startswith("/dev/video"):
         return CameraSource(spec)
+    if "://" not in spec and not Path(spec).is_file():
+        raise CaptureError(f"--camera {spec}: no such file, and not a camera index or stream URL "
+                           "(e.g. 0, video.mp4, rtsp://host/stream)")
     return StreamSource(spec, timeout=timeout, loop=loop)
-
-
-def list_cameras(max_index: int = MAX_CAMERA_INDEX) -> list[int]:
-    """Indices in 0..max_index-1 of the cameras that open and give a frame, probed quietly."""
-    import cv2
-
-    found = []
-    with _quiet_opencv():
-        for index in range(max_index):
-            if sys.platform.startswith("linux") and not os.path.exists(f"/dev/video{index}"):
-                continue
-            cap = cv2.VideoCapture(index, _camera_backend())
-            try:
-                if cap.isOpened() and cap.read()[0]:
-                    found.append(index)
-            finally:
-                cap.release()
-    return found
 
 
 class CaptureThread(threading.Thread):

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..config import ConfigError, StreamConfig
+from ..errors import one_line
 from .capture import CapturedFrame, CaptureThread, FrameSource, open_source
 from .controls import Controls, TerminalKeys
 from .hud import GpuMonitor, HudInfo, draw_hud, hud_lines
@@ -70,6 +71,14 @@ class Animator(Protocol):
 
         `submit(frame_rgb, timestamp, worker=...)` -> pending and `finish(pending)` ->
         AnimatedFrame, where present, let two frames be in flight (see `inflight.py`)."""
+
+
+@dataclass(frozen=True)
+class AnimatorFactory:
+    """Builds the Animator in the inference thread, so that all its device state (CUDA graphs,
+    streams) is created in the thread that uses it."""
+
+    build: Callable[[], Animator]
 
 
 @dataclass
@@ -120,8 +129,8 @@ class _BusyClock:
 class InferenceThread(threading.Thread):
     """Runs the Animator on the newest driving frames and hands the results to every sink queue.
 
-    Before the first frame it builds the Animator when given a factory (so that all device
-    state is created in this thread) and, when two engines are loaded, calibrates: it times
+    Before the first frame it calls `build` for the Animator (so that all device state is
+    created in this thread) and, when two engines are loaded, calibrates: it times
     `calibrate_frames` frames in each mode (after one untimed warm-up frame per mode) so that
     the HUD's speed ratio is measured from the start. Hotkeys are applied before each frame;
     hotkeys first finish the frames in flight, so they apply from the next frame submitted.
@@ -129,15 +138,15 @@ class InferenceThread(threading.Thread):
     work of the other; animators with only `process` run one at a time).
     """
 
-    def __init__(self, animator: Animator | Callable[[], Animator], inp: LatestQueue[CapturedFrame],
+    def __init__(self, build: Callable[[], Animator], inp: LatestQueue[CapturedFrame],
                  outs: list[LatestQueue[OutputFrame]], controls: Controls, metrics: LiveMetrics,
                  stop: threading.Event, *, max_frames: int | None = None, calibrate_frames: int = 0,
                  in_flight: int = 1, on_frame: Callable[[OutputFrame], None] | None = None) -> None:
         super().__init__(name="lp-live-inference", daemon=True)
         if in_flight not in DEPTHS:
             raise ValueError(f"in_flight must be 1 or 2, got {in_flight}")
-        self._factory = None if hasattr(animator, "process") else animator
-        self.animator: Animator | None = None if self._factory else animator
+        self._build = build
+        self.animator: Animator | None = None  # built when the thread starts
         self.inp, self.outs, self.controls, self.metrics, self.stop = inp, outs, controls, metrics, stop
         self.max_frames = max_frames
         self.calibrate_frames = calibrate_frames
@@ -152,8 +161,7 @@ class InferenceThread(threading.Thread):
 
     def run(self) -> None:
         try:
-            if self._factory is not None:
-                self.animator = self._factory()
+            self.animator = self._build()
             self.flight = InFlight(self.animator, self.in_flight)
             self._clock = _BusyClock()
             if self.calibrate_frames > 0 and len(self.animator.modes) > 1:
@@ -269,10 +277,6 @@ def _fmt(value: float | None) -> str:
     return "--" if value is None else f"{value:.2f}"
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
-
-
 class _Outputs:
     """Delivers frames to sinks (HUD, latency, failures); shared by the sink threads and the window."""
 
@@ -322,7 +326,7 @@ class _Outputs:
         return True
 
     def fail(self, sink: Sink, error: BaseException) -> None:
-        message = _one_line(error)
+        message = one_line(error)
         self.queues[sink.name].close()
         try:
             sink.close()
@@ -362,8 +366,8 @@ class SinkThread(threading.Thread):
             try:
                 self.sink.close()
             except Exception as e:  # e.g. disk full while flushing the file: report, do not hide
-                log.warning("%s: closing failed (%s)", self.sink.describe(), _one_line(e))
-                self.outputs.metrics.sink_failed(self.sink.name, f"close: {_one_line(e)}")
+                log.warning("%s: closing failed (%s)", self.sink.describe(), one_line(e))
+                self.outputs.metrics.sink_failed(self.sink.name, f"close: {one_line(e)}")
 
 
 def _unique_names(sinks: list[Sink]) -> None:
@@ -383,79 +387,114 @@ def _primary(sinks: list[Sink]) -> str | None:
     return sinks[0].name if sinks else None
 
 
-def run_live(animator: Animator | Callable[[], Animator], camera: str | FrameSource, config: StreamConfig, *,
-             max_frames: int | None = None, stats_json: str | Path | None = None,
-             output: str | Path | None = None, sinks: list[Sink] | None = None,
-             controls: Controls | None = None, keyboard: bool = True,
-             on_frame: Callable[[OutputFrame], None] | None = None, open_timeout: float = 10.0,
-             loop: bool = False) -> LiveStats:
-    """Animate live from `camera` until q/Esc, Ctrl-C, end of input, `max_frames` or an error.
+def check_config(config: StreamConfig) -> None:
+    """ConfigError for a stream configuration the live path cannot run."""
+    if config.in_flight not in DEPTHS:
+        raise ConfigError(f"stream.in_flight: expected 1 or 2, got {config.in_flight}")
+
+
+def resolve_live_sinks(config: StreamConfig, fps: float, output: str | Path | None
+                       ) -> tuple[list[Sink], str, tuple[str, ...]]:
+    """The sinks for `config.sink` (plus a file sink for `output`), the summary line, and the
+    warnings to show on the HUD (a virtual camera that `auto` could not find)."""
+    sinks, summary = resolve_sinks(config.sink, output=output, fps=fps, size=config.size,
+                                   hud_on_virtualcam=config.hud_on_virtualcam)
+    log.info("%s", summary)
+    warnings = []
+    for note in summary.split("; ")[1:]:
+        if note.startswith("no virtual camera"):  # asked for by `auto`: say so, as a warning
+            log.warning("%s; apps cannot pick lp-live as a camera", note)
+            warnings.append("no virtual camera")
+    return sinks, summary, tuple(warnings)
+
+
+def open_live(animator: Animator | AnimatorFactory, camera: str | FrameSource, config: StreamConfig, *,
+              output: str | Path | None = None, sinks: list[Sink] | None = None,
+              open_timeout: float = 10.0, loop: bool = False, controls: Controls | None = None,
+              max_frames: int | None = None, keyboard: bool = True,
+              on_frame: Callable[[OutputFrame], None] | None = None) -> LiveSession:
+    """Open the driving source and the sinks and build a `LiveSession` (nothing started yet).
 
     Args:
-        animator: the Animator, or a callable building it (then built in the inference thread,
-            so that all device state lives there).
+        animator: the Animator, or an AnimatorFactory (then built in the inference thread).
         camera: a camera index ("0"), a /dev/video* path, a video file or a stream URL (or an
             opened FrameSource).
         config: `--sink` names, size, fps, HUD, mirror, pacing and calibration frames.
-        max_frames: stop after this many frames (not counting calibration frames).
-        stats_json: write the final LiveStats there (also after an error).
         output: also record to this video file (H.264).
         sinks: use these sinks instead of resolving `config.sink` (tests, embedding).
-        controls: the hotkey state (tests inject presses with `controls.press`).
-        keyboard: read hotkeys from the terminal when there is no window and stdin is a TTY.
-        on_frame: called in the inference thread after each frame is handed to the sinks.
         open_timeout: seconds to wait for a network stream to answer.
         loop: play a video file again from the start at its end, like a camera.
+        controls, max_frames, keyboard, on_frame: as `LiveSession`.
 
     Raises:
-        CaptureError: the camera/file/URL cannot be opened or breaks (one-line message).
+        CaptureError: the camera/file/URL cannot be opened (one-line message).
         SinkError: an explicitly requested sink cannot work (one-line message).
-        Any exception of the Animator, after a clean shutdown.
     """
-    if config.in_flight not in DEPTHS:
-        raise ConfigError(f"stream.in_flight: expected 1 or 2, got {config.in_flight}")
+    check_config(config)
     source = camera if isinstance(camera, FrameSource) else open_source(camera, timeout=open_timeout, loop=loop)
-    warnings: list[str] = []
     try:
-        fps = config.fps or source.fps or 30.0
         if sinks is None:
-            sinks, summary = resolve_sinks(config.sink, output=output, fps=fps, size=config.size,
-                                           hud_on_virtualcam=config.hud_on_virtualcam)
-            log.info("%s", summary)
-            for note in summary.split("; ")[1:]:
-                if note.startswith("no virtual camera"):  # asked for by `auto`: say so, as a warning
-                    log.warning("%s; apps cannot pick lp-live as a camera", note)
-                    warnings.append("no virtual camera")
+            sinks, summary, warnings = resolve_live_sinks(config, config.fps or source.fps or 30.0, output)
         else:
-            summary = "output: " + " + ".join(s.describe() for s in sinks)
-        live = _Live(animator, source, sinks, summary, config, controls=controls, max_frames=max_frames,
-                     keyboard=keyboard, on_frame=on_frame)
-        live.outputs.warnings = tuple(warnings)
+            summary, warnings = "output: " + " + ".join(s.describe() for s in sinks), ()
+        return LiveSession(animator, source, sinks, config, summary=summary, warnings=warnings, controls=controls,
+                           max_frames=max_frames, keyboard=keyboard, on_frame=on_frame)
     except BaseException:
         source.close()
         raise
-    return live.run(stats_json)
 
 
-class _Live:
-    def __init__(self, animator, source, sinks: list[Sink], summary: str, config: StreamConfig, *,
-                 controls: Controls | None, max_frames: int | None, keyboard: bool,
-                 on_frame: Callable[[OutputFrame], None] | None) -> None:
+def run_live(animator: Animator | AnimatorFactory, camera: str | FrameSource, config: StreamConfig, *,
+             stats_json: str | Path | None = None, **kwargs: Any) -> LiveStats:
+    """Animate live from `camera` until q/Esc, Ctrl-C, end of input, `max_frames` or an error:
+    `open_live(animator, camera, config, **kwargs).run(stats_json)` (`kwargs`: open_live's).
+
+    Raises what `open_live` and `LiveSession.run` raise.
+    """
+    return open_live(animator, camera, config, **kwargs).run(stats_json)
+
+
+class LiveSession:
+    """A live run, built: source, sinks, queues and threads made, nothing started. `run()` runs it.
+
+    Args:
+        animator: the Animator, or an AnimatorFactory building it in the inference thread.
+        source: the opened driving source; closed when the run ends.
+        sinks: the sinks; each is closed when the run ends.
+        config: the stream configuration (size, fps, HUD, mirror, pacing, calibration, in flight).
+        summary: the line saying what output was picked (in the stats).
+        warnings: run-level requests not honoured, shown on the HUD.
+        controls: the hotkey state (tests inject presses with `controls.press`).
+        max_frames: stop after this many frames (not counting calibration frames).
+        keyboard: read hotkeys from the terminal when there is no window and stdin is a TTY.
+        on_frame: called in the inference thread after each frame is handed to the sinks.
+    """
+
+    def __init__(self, animator: Animator | AnimatorFactory, source: FrameSource, sinks: list[Sink],
+                 config: StreamConfig, *, summary: str | None = None, warnings: tuple[str, ...] = (),
+                 controls: Controls | None = None, max_frames: int | None = None, keyboard: bool = True,
+                 on_frame: Callable[[OutputFrame], None] | None = None) -> None:
+        check_config(config)
+        if isinstance(animator, AnimatorFactory):
+            build, modes = animator.build, ()
+        else:
+            build, modes = (lambda: animator), tuple(animator.modes)
         _unique_names(sinks)
-        self.source, self.sinks, self.summary, self.keyboard = source, sinks, summary, keyboard
+        self.source, self.sinks, self.keyboard = source, sinks, keyboard
+        self.summary = summary or "output: " + " + ".join(s.describe() for s in sinks)
         self.stop = threading.Event()
         self.controls = controls or Controls(mirror=config.mirror, hud=config.hud)
-        modes = tuple(getattr(animator, "modes", ()))
         self.metrics = LiveMetrics([s.name for s in sinks], _primary(sinks), modes)
         self.capture_q: LatestQueue[CapturedFrame] = LatestQueue(1, "capture")
         self.sink_qs = {s.name: LatestQueue(1, f"sink:{s.name}") for s in sinks}
         self.capture = CaptureThread(source, self.capture_q, self.stop, pace=config.pace)
-        self.inference = InferenceThread(animator, self.capture_q, list(self.sink_qs.values()), self.controls,
+        self.inference = InferenceThread(build, self.capture_q, list(self.sink_qs.values()), self.controls,
                                          self.metrics, self.stop, max_frames=max_frames,
                                          calibrate_frames=config.calibrate_frames, in_flight=config.in_flight,
                                          on_frame=on_frame)
         self.outputs = _Outputs(self.inference, self.controls, self.metrics, self.stop, self.sink_qs,
                                 [self.capture_q, *self.sink_qs.values()])
+        self.outputs.warnings = tuple(warnings)
         self.window = next((s for s in sinks if isinstance(s, WindowSink)), None)
         self.sink_threads = [SinkThread(s, self.sink_qs[s.name], self.outputs, self.stop)
                              for s in sinks if s is not self.window]
@@ -464,7 +503,10 @@ class _Live:
         self.metrics.stop("quit key")
         self.stop.set()
 
-    def run(self, stats_json: str | Path | None) -> LiveStats:
+    def run(self, stats_json: str | Path | None = None) -> LiveStats:
+        """Start every thread, wait for the end (q/Esc, Ctrl-C, end of input, the frame limit, no
+        sink left, an error), shut down and close everything; write the stats to `stats_json`
+        (also after an error). Raises the Animator's or the source's error after the shutdown."""
         self.controls.on_quit = self._quit
         if self.controls.quit.is_set():
             self._quit()
@@ -527,14 +569,14 @@ class _Live:
                 try:
                     sink.close()
                 except Exception as e:  # report and go on closing the others
-                    log.warning("%s: closing failed (%s)", sink.describe(), _one_line(e))
+                    log.warning("%s: closing failed (%s)", sink.describe(), one_line(e))
         if not self.capture.is_alive():
             self.source.close()
 
     def _stats(self) -> LiveStats:
         error = self.inference.error or self.capture.error
         if error is not None:
-            self.metrics.stop_reason = f"error: {_one_line(error)}"
+            self.metrics.stop_reason = f"error: {one_line(error)}"
         animator = self.inference.animator
         engine = {}
         if animator is not None:
