@@ -37,11 +37,14 @@ class VideoReader:
         loop: start a file again at its end, times still increasing, like a camera that never
             ends (ignored for a live stream, which has no duration).
         low_delay: no input buffering and no frame threads, so a frame is returned as soon as it
-            is decoded (default: on for URLs, off for files, which decode faster with threads).
+            arrives; for live streams (default: on for a URL without a duration, off for files and
+            URLs to files, which FFmpeg cannot always read unbuffered and which decode faster
+            with threads).
 
     Attributes: `rate` (the frame rate the container states, or None), `fps` (`rate`, else 25),
     `frame_count` (0 when the container does not say), `width`, `height`, `audio` (the first
-    audio stream or None), `is_url`, `is_file` (has a duration: a file, or a URL to a file).
+    audio stream or None), `is_url`, `is_file` (has a duration: a file, or a URL to a file),
+    `low_delay` (as opened), `stream` (the PyAV video stream).
 
     Raises VideoError (one line) when the input cannot be opened, answers nothing within
     `timeout`, or holds no decodable frame.
@@ -57,23 +60,19 @@ class VideoReader:
                 raise VideoError(f"driving video {self.path} not found; pass an existing video file with --camera")
             if self.path.stat().st_size == 0:
                 raise VideoError(f"driving video {self.path} is empty (0 bytes); pass a real video file")
-        low_delay = self.is_url if low_delay is None else low_delay
-        options = {"fflags": "nobuffer", "flags": "low_delay"} if low_delay else {}
-        try:
-            self.container = av.open(self.spec, mode="r", options=options,
-                                     timeout=None if timeout is None else (timeout, timeout))
-        except av.ExitError as e:  # FFmpeg's interrupt callback: the timeout expired
-            raise VideoError(f"{self.spec}: no answer within {timeout:.0f} s; check the URL and that the stream "
-                             "is being published") from e
-        except (av.FFmpegError, OSError) as e:
-            todo = "check the URL and that the stream is being published" if self.is_url else \
-                "it is not a video FFmpeg can read; pass an MP4/MKV/MOV/WebM file"
-            raise VideoError(f"{self.spec} cannot be opened ({one_line(e)}); {todo}") from e
+        self.low_delay = self.is_url if low_delay is None else low_delay
+        self.container = self._open(timeout)
+        if low_delay is None and self.low_delay and self.container.duration is not None:
+            # a URL to a file, not a live stream: FFmpeg cannot read a file (MP4 over HTTP)
+            # without input buffering, and a file gains nothing from low delay
+            self.container.close()
+            self.low_delay = False
+            self.container = self._open(timeout)
         if not self.container.streams.video:
             self.container.close()
             raise VideoError(f"{self.spec} has no video stream; pass a video file")
         self.stream = self.container.streams.video[0]
-        if not low_delay:
+        if not self.low_delay:
             self.stream.thread_type = "AUTO"  # frame threads add decode latency: fine for a file
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.rate: Fraction | None = Fraction(rate) if rate else None
@@ -90,6 +89,19 @@ class VideoReader:
         self._offset = 0.0  # added to frame times after each loop
         self._last_time: float | None = None
         self._closed = False
+
+    def _open(self, timeout: float | None) -> av.container.InputContainer:
+        options = {"fflags": "nobuffer", "flags": "low_delay"} if self.low_delay else {}
+        try:
+            return av.open(self.spec, mode="r", options=options,
+                           timeout=None if timeout is None else (timeout, timeout))
+        except av.ExitError as e:  # FFmpeg's interrupt callback: the timeout expired
+            raise VideoError(f"{self.spec}: no answer within {timeout:.0f} s; check the URL and that the stream "
+                             "is being published") from e
+        except (av.FFmpegError, OSError) as e:
+            todo = "check the URL and that the stream is being published" if self.is_url else \
+                "it is not a video FFmpeg can read; pass an MP4/MKV/MOV/WebM file"
+            raise VideoError(f"{self.spec} cannot be opened ({one_line(e)}); {todo}") from e
 
     def read(self) -> tuple[np.ndarray, float] | None:
         """The next (RGB frame, seconds), or None at the end of the input (never with `loop`).

@@ -46,4 +46,4 @@ def test_latest_queue_wakes_a_waiting_consumer_on_close():
     t_close = time.perf_counter()
     q.close()
     t.join(2)
-    assert got and got[0] - t_close < 0.5
+    assert got and got[0] - t_close < 1.0  # woken, not timed out after 5 s

@@ -177,3 +177,42 @@ def test_fit_frame_letterboxes():
     assert out.shape == (100, 100, 3)
     assert out[:20].max() == 0 and out[-20:].max() == 0 and out[50, 50, 0] == 200
     assert sinks_module.fit_frame(image, 100, 50) is image
+
+
+def test_close_is_idempotent_and_a_closed_sink_refuses_frames():
+    class CountingSink(sinks_module.Sink):
+        name = "counting"
+
+        def __init__(self) -> None:
+            self.written, self.released = 0, 0
+
+        def _write(self, image, t_capture):
+            self.written += 1
+
+        def _close(self):
+            self.released += 1
+
+    frame = np.zeros((4, 4, 3), np.uint8)
+    with CountingSink() as sink:
+        sink.write(frame, 0.0)
+    assert sink.closed and sink.written == 1 and sink.released == 1
+    sink.close()
+    assert sink.released == 1  # the second close does nothing
+    with pytest.raises(SinkError, match="counting is closed"):
+        sink.write(frame, 0.0)
+    assert sink.written == 1
+
+
+def test_file_sink_closed_twice_flushes_once(tmp_path):
+    pytest.importorskip("av")
+    from lp_live.video import VideoReader
+
+    sink = FileSink(tmp_path / "o.mp4", fps=25)
+    for i in range(3):
+        sink.write(np.full((64, 64, 3), 40 * i, np.uint8), i / 25)
+    sink.close()
+    sink.close()
+    with pytest.raises(SinkError, match="is closed"):
+        sink.write(np.zeros((64, 64, 3), np.uint8), 1.0)
+    with VideoReader(tmp_path / "o.mp4") as reader:
+        assert len(list(reader.frames())) == 3
