@@ -60,6 +60,27 @@ def synthetic_models():
     return synthetic_liveportrait()
 
 
+def write_official_layout(models, base: Path) -> Path:
+    """The seven networks' weights saved as the five official files under `base` (keys as released:
+    flat state dicts, the retargeting MLPs as sub-dicts with `module.` keys)."""
+    from lp_live.models.checkpoint import BASE_FILES, RETARGETING_ENTRIES, RETARGETING_FILE
+
+    for name, rel in BASE_FILES.items():
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(getattr(models, name).state_dict(), base / rel)
+    (base / RETARGETING_FILE).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({entry: {f"module.{k}": v for k, v in getattr(models, name).state_dict().items()}
+                for name, entry in RETARGETING_ENTRIES.items()}, base / RETARGETING_FILE)
+    return base
+
+
+@pytest.fixture(scope="session")
+def synthetic_weights_dir(synthetic_models, tmp_path_factory) -> Path:
+    """The synthetic weights as the hub lays out the official files (`<root>/liveportrait/...`); returns
+    the `liveportrait` folder. No ../shared needed. Tests must not modify it (copy or symlink first)."""
+    return write_official_layout(synthetic_models, tmp_path_factory.mktemp("weights") / "liveportrait")
+
+
 @pytest.fixture
 def no_tf32():
     """CUDA float32 without TF32 (convolutions and matmuls), restored afterwards."""
