@@ -88,11 +88,11 @@ def test_every_network_runs_forward(synthetic_models):
         assert {k: tuple(v.shape) for k, v in warped.items()} == {
             "out": (1, 256, 32, 32), "occlusion_map": (1, 1, 32, 32), "deformation": (1, 16, 32, 32, 3)}
         assert all(_finite(v) for v in warped.values())
-        assert 0 <= float(warped["occlusion_map"].min()) and float(warped["occlusion_map"].max()) <= 1
+        assert float(warped["occlusion_map"].min()) >= 0 and float(warped["occlusion_map"].max()) <= 1
 
         image_out = m.spade_generator(torch.randn(1, 256, 16, 16, generator=gen))
         assert image_out.shape == (1, 3, 128, 128) and _finite(image_out)
-        assert 0 <= float(image_out.min()) and float(image_out.max()) <= 1  # a sigmoid
+        assert float(image_out.min()) >= 0 and float(image_out.max()) <= 1  # a sigmoid
 
         x = torch.cat([kp_s, kp_d], 1).reshape(2, -1)  # (2, 126)
         for name, inputs, width in (("stitching", x, 65), ("lip", torch.cat([x[:, :63], x[:, :2]], 1), 63),
