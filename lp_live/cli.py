@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import typing
 from pathlib import Path
@@ -99,6 +98,9 @@ def cmd_run(argv: list[str]) -> int:
     if offline and getattr(args, "stream.fps") is not None:
         raise UserError("--fps sets the live output rate; a render to --output keeps the driving video's frame "
                         "rate: drop --fps (or add --sink file to record a live run)")
+    from .outputs import check_outputs
+
+    check_outputs(args.output, args.stats_json, [args.source, args.camera])  # before anything loads
     cfg = config_from_args(args)
     from .pipeline import DEFAULT_SOURCE, build_animator, read_image
 
@@ -123,9 +125,6 @@ def _render(args: argparse.Namespace, cfg: Config, source_rgb) -> int:
     from .video import VideoReader
 
     VideoReader(args.camera).close()  # a bad driving video fails before the weights load
-    out_dir = args.output.resolve().parent
-    if not out_dir.is_dir() or not os.access(out_dir, os.W_OK) or args.output.is_dir():
-        raise UserError(f"cannot write {args.output}: {out_dir} is not a writable folder; choose another --output")
     animator = build_animator(cfg, source_rgb)
     summary = render_video(animator, args.camera, args.output, max_frames=args.max_frames, size=cfg.stream.size,
                            with_driving=args.side_by_side, progress=sys.stderr.isatty())

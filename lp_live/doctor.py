@@ -97,20 +97,28 @@ def check_nvml() -> Check:
 
 def check_weights(weights: str | os.PathLike | None = None) -> Check:
     from .models import SYNTHETIC, default_cache_dir
-    from .models.checkpoint import CHECKPOINT_FILES, WeightsError, find_checkpoint_root
+    from .models.checkpoint import CHECKPOINT_FILES, WeightsError, find_checkpoint_root, verify_checkpoint
+    from .models.integrity import DamagedWeightsError
 
     if weights is not None and str(weights) == SYNTHETIC:
         return Check("weights", True, "synthetic (random; for tests, not a trained model)")
     where = Path(weights) if weights is not None else default_cache_dir()
+    hint = "lp-live download-weights" if weights is None else f"lp-live download-weights {where}"
     try:
         root = find_checkpoint_root(where)
     except WeightsError as e:
-        hint = "lp-live download-weights" if weights is None else f"lp-live download-weights {where}"
         return Check("weights", False, str(e).split(";")[0],
                      f"{hint} (about 500 MB), or pass --weights DIR with the official files; "
                      "--weights synthetic runs without them (random output)")
+    try:
+        _, digests = verify_checkpoint(root)
+    except WeightsError as e:  # damaged, truncated, code inside, wrong keys
+        what = "fetches the damaged file again" if isinstance(e, DamagedWeightsError) else "fetches the official files"
+        return Check("weights", False, str(e).split(";")[0], f"{hint} ({what}), or pass --weights DIR with "
+                     "the official files; --weights synthetic runs without them (random output)")
     size = sum((root / f).stat().st_size for f in CHECKPOINT_FILES if (root / f).is_file())
-    return Check("weights", True, f"{root} ({size / 1e6:.0f} MB, official layout)")
+    checked = "SHA-256 as downloaded" if digests else "no digest manifest, so shapes and values only"
+    return Check("weights", True, f"{root} ({size / 1e6:.0f} MB, official layout, checked: {checked})")
 
 
 def check_package_data() -> Check:

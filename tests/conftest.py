@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 
@@ -58,6 +59,54 @@ def synthetic_models():
     from lp_live.models import synthetic_liveportrait
 
     return synthetic_liveportrait()
+
+
+def write_official_layout(models, base: Path) -> Path:
+    """The seven networks' weights saved as the five official files under `base` (keys as released:
+    flat state dicts, the retargeting MLPs as sub-dicts with `module.` keys)."""
+    from lp_live.models.checkpoint import BASE_FILES, RETARGETING_ENTRIES, RETARGETING_FILE
+
+    for name, rel in BASE_FILES.items():
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(getattr(models, name).state_dict(), base / rel)
+    (base / RETARGETING_FILE).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({entry: {f"module.{k}": v for k, v in getattr(models, name).state_dict().items()}
+                for name, entry in RETARGETING_ENTRIES.items()}, base / RETARGETING_FILE)
+    return base
+
+
+@pytest.fixture(scope="session")
+def synthetic_weights_dir(synthetic_models, tmp_path_factory) -> Path:
+    """The synthetic weights as the hub lays out the official files (`<root>/liveportrait/...`); returns
+    the `liveportrait` folder. No ../shared needed. Tests must not modify it (copy or symlink first)."""
+    return write_official_layout(synthetic_models, tmp_path_factory.mktemp("weights") / "liveportrait")
+
+
+@pytest.fixture
+def linked_weights(synthetic_weights_dir, tmp_path) -> Path:
+    """`tmp_path`/liveportrait/... as symlinks to the synthetic official files; returns the `liveportrait`
+    folder. A test replaces (unlinks, then writes) what it breaks."""
+    base = tmp_path / "liveportrait"
+    for src in synthetic_weights_dir.rglob("*.pth"):
+        (base / src.relative_to(synthetic_weights_dir)).parent.mkdir(parents=True, exist_ok=True)
+        (base / src.relative_to(synthetic_weights_dir)).symlink_to(src)
+    return base
+
+
+def _damage(path: Path, data: bytes | None = None) -> None:
+    content = bytearray(path.read_bytes())
+    data = data if data is not None else random.Random(0).randbytes(4096)
+    middle = len(content) // 2
+    content[middle:middle + len(data)] = data
+    path.unlink()
+    path.write_bytes(bytes(content))
+
+
+@pytest.fixture
+def damage():
+    """damage(path, data=None): 4 KB of seeded random bytes (or `data`) written into the middle of a copy of
+    `path`, a real-format file: the zip container stays readable, the bytes land in tensor data."""
+    return _damage
 
 
 @pytest.fixture

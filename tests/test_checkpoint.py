@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 
 import pytest
 import torch
 
 from lp_live.models import WeightsError, load_liveportrait
-from lp_live.models.checkpoint import BASE_FILES, RETARGETING_FILE
+from lp_live.models.checkpoint import BASE_FILES, RETARGETING_FILE, verify_checkpoint
+from lp_live.models.integrity import DamagedWeightsError, recorded_digest, sha256_file, write_digests
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +131,57 @@ def test_missing_retargeting_entry(flat_files, tmp_path):
     _replace(path, obj=ckpt)
     with pytest.raises(WeightsError, match="retarget_eye"):
         load_liveportrait(base)
+
+
+# ---------------------------------------------------------------------------------------------
+# weights that are what they claim (no ../shared: the synthetic weights in the official layout)
+# ---------------------------------------------------------------------------------------------
+def test_damaged_file_is_refused_for_its_values(linked_weights, damage):
+    """Without a digest manifest: random bytes inside make NaN/inf values, refused naming the file."""
+    base = linked_weights
+    damage(base / BASE_FILES["appearance_feature_extractor"])  # the first file read: fails at once
+    with pytest.raises(DamagedWeightsError) as err:
+        load_liveportrait(base)
+    message = str(err.value)
+    assert re.fullmatch(r".*appearance_feature_extractor\.pth: damaged \(\S+ has \d+ NaN or infinite values\); "
+                        r"run `lp-live download-weights` to fetch it again", message)
+
+
+def test_digests_are_checked_at_load(linked_weights, damage, tmp_path):
+    """With the manifest a download writes (two levels above the files): the intact files load; 4 KB of
+    finite garbage (zeros), which no value check could see, is refused by its digest, naming the file."""
+    base = linked_weights
+    digests = {f"liveportrait/{rel}": sha256_file(base / rel) for rel in (*BASE_FILES.values(), RETARGETING_FILE)}
+    manifest = write_digests(tmp_path, digests)
+    assert json.loads(manifest.read_text()) == {"algorithm": "sha256", "files": dict(sorted(digests.items()))}
+    assert recorded_digest(base / RETARGETING_FILE) == (digests[f"liveportrait/{RETARGETING_FILE}"], manifest)
+    assert verify_checkpoint(tmp_path) == (base, True)  # digests, keys, shapes, values; no networks built
+    damage(base / BASE_FILES["appearance_feature_extractor"], bytes(4096))
+    manifest.rename(tmp_path / "aside.json")
+    assert verify_checkpoint(tmp_path) == (base, False)  # the zeros are finite: only the digest can tell
+    (tmp_path / "aside.json").rename(manifest)
+    with pytest.raises(DamagedWeightsError) as err:
+        load_liveportrait(tmp_path)
+    message = str(err.value)
+    assert re.fullmatch(rf".*appearance_feature_extractor\.pth: damaged \(its SHA-256 [0-9a-f]{{12}}\.\.\. is not the "
+                        rf"[0-9a-f]{{12}}\.\.\. recorded at download in {re.escape(str(manifest))}\); "
+                        r"run `lp-live download-weights` to fetch it again", message)
+
+
+def test_code_pickle_is_refused_plainly(linked_weights):
+    base = linked_weights
+    path = base / BASE_FILES["appearance_feature_extractor"]
+    path.unlink()
+    torch.save({"x": _Code()}, path)
+    with pytest.raises(DamagedWeightsError) as err:
+        load_liveportrait(base)
+    message = str(err.value)
+    assert re.search(r"appearance_feature_extractor\.pth: refused: the file contains code \(its pickle calls "
+                     r"(posix|nt)\.system\)", message)
+    assert "download-weights" in message and "\n" not in message
+    assert "weights_only" not in message and "truncated" not in message
+
+
+class _Code:
+    def __reduce__(self):
+        return os.system, ("echo this would run",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ from lp_live import doctor
 from lp_live.doctor import Check, print_report, run_checks
 from lp_live.models import default_cache_dir
 from lp_live.models.checkpoint import CHECKPOINT_FILES
+from lp_live.models.integrity import sha256_file, write_digests
 from lp_live.stream import MODPROBE, platform
 
 NAMES = ["package data", "torch", "cuda", "nvml", "cpu threading", "weights", "face models", "face detector",
@@ -52,17 +54,33 @@ def test_missing_weights_say_how_to_get_them(tmp_path, monkeypatch):
     assert not c.ok and str(default_cache_dir()) in c.detail and c.hint.startswith("lp-live download-weights ")
 
 
-def test_weights_in_the_official_layout_are_found(tmp_path, monkeypatch):
-    root = tmp_path / "cache" / "lp-live" / "weights" / "liveportrait"
-    for rel in CHECKPOINT_FILES:
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(b"\0" * 1000)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def test_weights_in_the_official_layout_are_found(linked_weights, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    (cache / "lp-live").mkdir(parents=True)
+    (cache / "lp-live" / "weights").symlink_to(linked_weights.parent)  # .../weights/liveportrait/...
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     c = doctor.check_weights(None)
-    assert c.ok and str(root) in c.detail and "official layout" in c.detail
-    assert doctor.check_weights(root.parent).ok
+    assert c.ok and str(default_cache_dir() / "liveportrait") in c.detail and "official layout" in c.detail
+    assert "no digest manifest, so shapes and values only" in c.detail
+    write_digests(linked_weights, {rel: sha256_file(linked_weights / rel) for rel in CHECKPOINT_FILES})
+    c = doctor.check_weights(linked_weights.parent)
+    assert c.ok and "checked: SHA-256 as downloaded" in c.detail
     face = doctor.check_face_models(None)
     assert not face.ok and "insightface" in face.detail and "download-weights" in face.hint
+
+
+def test_damaged_weights_are_reported(linked_weights, damage):
+    """A file with 4 KB of random bytes inside: a failed check naming the file, the hint re-downloads."""
+    damage(linked_weights / CHECKPOINT_FILES[1])
+    c = doctor.check_weights(linked_weights)
+    assert not c.ok and "\n" not in c.detail
+    assert re.fullmatch(r".*motion_extractor\.pth: damaged \(\S+ has \d+ NaN or infinite values\)", c.detail)
+    assert c.hint.startswith(f"lp-live download-weights {linked_weights} (fetches the damaged file again)")
+    report = io.StringIO()
+    print_report([c], report)
+    lines = report.getvalue().splitlines()
+    assert lines[0].startswith("--    weights  ") and lines[0].endswith("NaN or infinite values)")
+    assert "-> lp-live download-weights" in lines[1] and "--weights synthetic" in lines[2]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="v4l2loopback is Linux only")

@@ -205,15 +205,48 @@ def test_custom_ops_under_torch_compile_fullgraph():
         assert torch.equal(got, expected)
 
 
-def test_bench_runs_on_cpu(official_warping_module):
+def test_bench_runs_on_cpu(official_warping_module, monkeypatch):
+    """On CPU the four kernel rows run the reference against the torch path it replaces (the same
+    functions), so each kernel-side op is offset by a known amount: each row must report its own
+    offset, i.e. it compares the kernel call with a separately computed torch result. The warping
+    module row compares two different implementations (the kernels path and the module) unchanged."""
+    import lp_live.kernels.bench as bench_module
+
+    offsets = {"grid_sample_3d": 1 / 64, "hourglass_input": 2 / 64, "softmax_deformation": 3 / 64,
+               "pointwise_conv_occlusion": 4 / 64}
+    calls = dict.fromkeys(offsets, 0)
+
+    def offset(name):
+        op = getattr(bench_module, name)
+
+        def shifted(*args, **kwargs):
+            calls[name] += 1
+            return op(*args, **kwargs) + offsets[name]
+        return shifted
+
+    for name in offsets:
+        monkeypatch.setattr(bench_module, name, offset(name))
+    warp_calls = []
+    warp = bench_module.warp_with_kernels
+    monkeypatch.setattr(bench_module, "warp_with_kernels", lambda *a, **k: warp_calls.append(1) or warp(*a, **k))
     result = run_kernel_benchmarks("cpu", torch.float32, repeats=1, warmup=1, size=(16, 32, 32),
                                    warping_module=official_warping_module)
     assert result["backend"] == "reference"
-    assert set(result["kernels"]) == {"grid_sample_3d (warp)", "grid_sample_3d (22 slots, repeated)",
-                                      "hourglass_input", "softmax_deformation", "pointwise_conv_occlusion"}
-    for timing in [*result["kernels"].values(), result["warping_module"]]:
-        assert all(v == v and v >= 0 for v in timing.values())  # finite, not NaN
-        assert timing["max_abs_diff"] < 1e-5
+    rows = {"grid_sample_3d (warp)": "grid_sample_3d", "grid_sample_3d (22 slots, repeated)": "grid_sample_3d",
+            "hourglass_input": "hourglass_input", "softmax_deformation": "softmax_deformation",
+            "pointwise_conv_occlusion": "pointwise_conv_occlusion"}
+    assert set(result["kernels"]) == set(rows)
+    for row, op in rows.items():
+        timing = result["kernels"][row]
+        assert timing["max_abs_diff"] == pytest.approx(offsets[op], abs=1e-5), row
+        assert timing["kernel_ms"] > 0 and timing["torch_ms"] > 0
+        assert timing["speedup"] == pytest.approx(timing["torch_ms"] / timing["kernel_ms"])
+    # each op called once for the difference and once timed (twice for the two grid_sample rows)
+    assert calls == {"grid_sample_3d": 4, "hourglass_input": 2, "softmax_deformation": 2,
+                     "pointwise_conv_occlusion": 2}
+    whole = result["warping_module"]
+    assert len(warp_calls) == 2  # the kernels path is what the row times, not the module twice
+    assert whole["kernels_ms"] > 0 and whole["torch_ms"] > 0 and 0 <= whole["max_abs_diff"] < 1e-5
     assert "warping module" in format_kernel_benchmarks(result)
 
 

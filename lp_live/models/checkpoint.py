@@ -16,14 +16,15 @@ import logging
 import math
 import os
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import UserError
+from . import integrity
+from .integrity import WeightsError
 from .registry import build
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,6 @@ RETARGETING_FILE = "retargeting_models/stitching_retargeting_module.pth"
 RETARGETING_ENTRIES = {"stitching": "retarget_shoulder", "lip": "retarget_mouth", "eye": "retarget_eye"}
 CHECKPOINT_FILES = (*BASE_FILES.values(), RETARGETING_FILE)
 SYNTHETIC = "synthetic"
-
-
-class WeightsError(UserError):
-    """A checkpoint is missing, unreadable or does not match the network."""
 
 
 @dataclass
@@ -86,21 +83,31 @@ def find_checkpoint_root(root: str | os.PathLike) -> Path:
 
 
 def _read(path: Path) -> Mapping[str, object]:
+    """The object in a checkpoint file, after checking it against its recorded digest (if any); only
+    tensors and containers are unpickled."""
     if not path.is_file():
         raise WeightsError(f"{path}: file not found; run `lp-live download-weights` or use --weights synthetic")
+    integrity.verify_digest(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
-        raise WeightsError(f"{path}: cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e}); "
-                           "the file is probably truncated, download it again") from e
+        code = integrity.code_in_pickle(e)
+        if code is not None:
+            raise integrity.DamagedWeightsError(
+                f"{path}: refused: the file contains code (its pickle calls {code}), not only weights, and lp-live "
+                "never runs code from a weights file; delete it and get the official files with "
+                "`lp-live download-weights`") from e
+        raise WeightsError(f"{path}: cannot be read as a PyTorch checkpoint ({type(e).__name__}: "
+                           f"{integrity.brief_torch_error(e)}); the file is damaged or truncated, download it "
+                           "again with `lp-live download-weights`") from e
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path}: expected a state dict, got {type(obj).__name__}")
     return obj
 
 
-def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], origin: str) -> None:
-    """`load_state_dict(strict=True)` with one error naming the origin and every bad key."""
-    expected = module.state_dict()
+def check_state_dict(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], origin: str) -> None:
+    """The keys and shapes of `expected` exactly, every tensor finite; else one error naming `origin` and
+    every bad key."""
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     misshaped = [
@@ -116,6 +123,13 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], origi
                 shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
                 parts.append(f"{label}: {shown}")
         raise WeightsError(f"{origin}: does not match the network; " + "; ".join(parts))
+    integrity.check_finite(state_dict, origin)
+
+
+def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], origin: str) -> None:
+    """`load_state_dict(strict=True)` with one error naming the origin and every bad key; every tensor
+    must be finite."""
+    check_state_dict(module.state_dict(), state_dict, origin)
     module.load_state_dict(state_dict, strict=True)
 
 
@@ -143,17 +157,33 @@ def load_liveportrait(
         return synthetic_liveportrait(device, dtype)
     base = find_checkpoint_root(root)
     nets: dict[str, nn.Module] = {}
-    for name, rel in BASE_FILES.items():
+    for name, state_dict, origin in _state_dicts(base):
         nets[name] = build(name)
-        load_strict(nets[name], _read(base / rel), str(base / rel))
-    retarget_path = base / RETARGETING_FILE
-    retarget = _read(retarget_path)
-    for name in RETARGETING_ENTRIES:
-        nets[name] = build(name)
-        sd = retargeting_state_dict(retarget, name, retarget_path)
-        load_strict(nets[name], sd, f"{retarget_path} [{RETARGETING_ENTRIES[name]}]")
+        load_strict(nets[name], state_dict, origin)
     log.info("loaded LivePortrait weights from %s", base)
     return _finish(nets, "real", str(base), device, dtype)
+
+
+def verify_checkpoint(root: str | os.PathLike) -> tuple[Path, bool]:
+    """Check the official files under `root` without building the networks: each file against its
+    recorded digest (if a download recorded them), then keys, shapes and finite values. Returns (the
+    folder, whether digests were checked); raises WeightsError naming the first bad file."""
+    base = find_checkpoint_root(root)
+    for name, state_dict, origin in _state_dicts(base):
+        with torch.device("meta"):
+            expected = build(name).state_dict()
+        check_state_dict(expected, state_dict, origin)
+    return base, integrity.recorded_digest(base / CHECKPOINT_FILES[0]) is not None
+
+
+def _state_dicts(base: Path) -> Iterator[tuple[str, Mapping[str, torch.Tensor], str]]:
+    """(network name, its state dict, where it came from) for the seven networks, each file read once."""
+    for name, rel in BASE_FILES.items():
+        yield name, _read(base / rel), str(base / rel)
+    retarget_path = base / RETARGETING_FILE
+    retarget = _read(retarget_path)
+    for name, entry in RETARGETING_ENTRIES.items():
+        yield name, retargeting_state_dict(retarget, name, retarget_path), f"{retarget_path} [{entry}]"
 
 
 def _finish(nets: dict[str, nn.Module], kind: str, source: str, device, dtype) -> LivePortraitModels:

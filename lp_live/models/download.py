@@ -1,4 +1,5 @@
-"""Fetch the official LivePortrait weights from the Hugging Face hub, and find them at run time."""
+"""Fetch the official LivePortrait weights from the Hugging Face hub (each file checked against the hub's
+SHA-256), and find them at run time."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .checkpoint import CHECKPOINT_FILES, HUB_REPO, SYNTHETIC, WeightsError, default_cache_dir, find_checkpoint_root
+from .integrity import DamagedWeightsError, fetch_hub_entries, hub_sha256, sha256_file, write_digests
 
 log = logging.getLogger(__name__)
 
@@ -38,29 +40,51 @@ def _check_hub_reachable(timeout: float = 5.0) -> None:
 
 
 def download_weights(dest: str | os.PathLike | None = None, *, face_models: bool = True) -> Path:
-    """Download the needed files (not the whole repository) into `dest`, with progress bars.
+    """Download the needed files (not the whole repository) into `dest`, with progress bars, each
+    checked against the SHA-256 the hub reports for it; the digests are recorded in
+    `dest`/DIGESTS_NAME for later loads to re-check. A file already there with the right digest is
+    kept; one with another digest is fetched again.
 
-    Returns `dest`. Raises WeightsError at once when the hub cannot be reached.
+    Returns `dest`. Raises WeightsError at once when the hub cannot be reached, and
+    DamagedWeightsError (the file deleted) when a download does not match its digest.
     """
+    dest = Path(dest).expanduser() if dest is not None else default_cache_dir()
+    _check_hub_reachable()
+    files = NETWORK_FILES + (FACE_FILES if face_models else ())
+    expected = {name: hub_sha256(entry) for name, entry in fetch_hub_entries(HUB_REPO, files).items()}
+    log.warning("downloading the LivePortrait weights into %s (about 500 MB, once)", dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        target = dest / name
+        if target.is_file() and sha256_file(target) == expected[name]:
+            log.info("have %s (SHA-256 checked)", target)
+        else:
+            target.unlink(missing_ok=True)  # damaged or partial: the hub client would keep it
+            _fetch(name, dest)
+            actual = sha256_file(target)
+            if actual != expected[name]:
+                target.unlink()
+                raise DamagedWeightsError(
+                    f"{target}: the download is damaged (SHA-256 {actual[:12]}... instead of the hub's "
+                    f"{expected[name][:12]}...) and was deleted; run `lp-live download-weights` again")
+            log.info("have %s (SHA-256 matches the hub)", target)
+        write_digests(dest, {name: expected[name]})
+    return dest
+
+
+def _fetch(name: str, dest: Path) -> None:
+    """One file of the hub repository into `dest`/`name`."""
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:  # a declared dependency, but say what to do if it is missing
         raise WeightsError("huggingface_hub is not installed; run `pip install huggingface_hub`") from e
-    dest = Path(dest).expanduser() if dest is not None else default_cache_dir()
-    _check_hub_reachable()
-    log.warning("downloading the LivePortrait weights into %s (about 500 MB, once)", dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    files = NETWORK_FILES + (FACE_FILES if face_models else ())
-    for name in files:
-        try:
-            hf_hub_download(HUB_REPO, name, local_dir=dest, etag_timeout=10)
-        except Exception as e:  # network errors come in many types (httpx, requests, OSError, hub errors)
-            raise WeightsError(
-                f"cannot download {name} from the hub repository {HUB_REPO} ({type(e).__name__}); check the "
-                f"internet connection, or copy the official files into {dest}, or run with --weights synthetic"
-            ) from e
-        log.info("have %s", dest / name)
-    return dest
+    try:
+        hf_hub_download(HUB_REPO, name, local_dir=dest, etag_timeout=10)
+    except Exception as e:  # network errors come in many types (httpx, requests, OSError, hub errors)
+        raise WeightsError(
+            f"cannot download {name} from the hub repository {HUB_REPO} ({type(e).__name__}); check the "
+            f"internet connection, or copy the official files into {dest}, or run with --weights synthetic"
+        ) from e
 
 
 def resolve_weights(spec: str | None, *, download: bool = True) -> str:
