@@ -6,8 +6,12 @@ partial render is still a playable file holding the frames written so far.
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import os
+import stat
+import typing
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -103,9 +107,13 @@ class VideoWriter:
                  crf: int = 18, preset: str = "veryfast", low_delay: bool = False) -> None:
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(1001)
+        self._file: _CheckedFile | None = None
         try:
-            self.container = av.open(str(self.path), mode="w")
+            self._file = _CheckedFile(self.path)
+            self.container = av.open(self._file, mode="w")  # the format from the file name
         except (av.FFmpegError, OSError, ValueError) as e:
+            if self._file is not None:
+                self._file.close()
             raise VideoError(f"cannot write {self.path} ({getattr(e, 'strerror', None) or e}); "
                              "choose a writable path ending in .mp4") from e
         self.container.options["flush_packets"] = "1"  # on disk as muxed, not when a 32 KB buffer fills
@@ -167,24 +175,19 @@ class VideoWriter:
         except (OSError, av.FFmpegError) as e:
             # PyAV crashes the process (SIGSEGV) when muxing again after a failed write
             # (e.g. a full disk), so a failed file takes no more packets, not even the flush
-            self._failed = True
-            self._cut_back()
-            raise VideoError(f"writing {self.path} failed after {self.frames_written} frames "
-                             f"({getattr(e, 'strerror', None) or e}); the file keeps the frames before; "
-                             "free some space or choose another output") from e
-        if self.path.is_file():
-            self._good_size = self.path.stat().st_size
+            self._fail(e)
+        self._good_size = self._file.size()
 
-    def _cut_back(self) -> None:
-        """Cut a regular file back to its last complete fragment (a failed write can leave half of one)."""
-        try:
-            if self.path.is_file() and self._good_size and self.path.stat().st_size > self._good_size:
-                os.truncate(self.path, self._good_size)
-        except OSError as e:
-            log.debug("cannot cut %s back to %d bytes: %s", self.path, self._good_size, e)
+    def _fail(self, error: BaseException) -> typing.NoReturn:
+        self._failed = True
+        self._file.cut(self._good_size)
+        error = self._file.error or error  # the OS's reason, not FFmpeg's echo of it
+        raise VideoError(f"writing {self.path} failed after {self.frames_written} frames "
+                         f"({getattr(error, 'strerror', None) or error}); the file keeps the frames before; "
+                         "free some space or choose another output") from error
 
     def close(self) -> None:
-        """Flush the encoder and close the file. Safe to call twice."""
+        """Flush the encoder and close the file (VideoError if that fails). Safe to call twice."""
         if self._closed:
             return
         self._closed = True
@@ -197,11 +200,15 @@ class VideoWriter:
             if self._audio is not None:
                 self._audio.close()
             try:
-                self.container.close()
-            except (OSError, av.FFmpegError) as e:  # the trailer; the fragments before it are the file
+                self.container.close()  # the last fragment, then the index
+            except (OSError, av.FFmpegError) as e:
                 if not self._failed:
-                    raise VideoError(f"finishing {self.path} failed ({getattr(e, 'strerror', None) or e}); "
-                                     "free some space or choose another output") from e
+                    self._fail(e)
+            finally:
+                failed_late = self._file.error is not None and not self._failed
+                self._file.close()
+            if failed_late:  # PyAV does not always pass on a failed write of the end
+                self._fail(self._file.error)
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -209,6 +216,46 @@ class VideoWriter:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+class _CheckedFile(io.FileIO):
+    """The output file as FFmpeg writes it: every write whole or an error, and the first error kept.
+
+    FFmpeg drops a short write (a file-size limit) and PyAV can lose the error of the last
+    writes (the final fragment, the index); this file keeps it for `VideoWriter` to report."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "w")
+        self.error: OSError | None = None
+        self.cut_at: int | None = None
+
+    def write(self, data) -> int:
+        if self.cut_at is not None:  # after a failure nothing more lands behind the cut
+            raise OSError(errno.EIO, f"{self.name}: not written after a failed write")
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                done += super().write(view[done:])
+        except OSError as e:
+            self.error = self.error or e
+            raise
+        return done
+
+    def size(self) -> int:
+        """The size on disk of a regular file (0 for a device: nothing to cut back)."""
+        st = os.fstat(self.fileno())
+        return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+    def cut(self, size: int) -> None:
+        """Cut a regular file back to `size` bytes (its last complete fragment): a failed write
+        can leave half of one, which players stumble on."""
+        self.cut_at = size
+        try:
+            if 0 < size < self.size():
+                os.ftruncate(self.fileno(), size)
+        except OSError as e:
+            log.debug("cannot cut %s back to %d bytes: %s", self.name, size, e)
 
 
 class _AudioCopy:

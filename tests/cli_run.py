@@ -13,7 +13,9 @@ from pathlib import Path
 import av
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = ["--weights", "synthetic", "--mode", "baseline", "--input-size", "128"]  # no compile
+FAST = ["--weights", "synthetic", "--mode", "baseline", "--input-size", "128"]  # an offline render, no compile
+# a live run without compile or calibration (live runs load both engines)
+LIVE_FAST = ["--weights", "synthetic", "--input-size", "128", "--no-compile", "--calibrate-frames", "0"]
 
 
 class CliRun:

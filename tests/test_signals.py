@@ -12,7 +12,7 @@ import signal
 import time
 
 import pytest
-from cli_run import FAST, CliRun, decoded_frames
+from cli_run import FAST, LIVE_FAST, CliRun, decoded_frames
 
 from lp_live import signals
 
@@ -21,8 +21,17 @@ EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 PHASES = {
     "loading": "output:",  # sinks chosen; the inference thread now builds the models
     "compiling": "optimized engine on",  # built; the first frame compiles
-    "steady": "running: first frame",
+    "calibrating": "running: first frame",  # both engines timed on the first frames
+    "steady": "running: first frame",  # (without calibration)
     "stopping": "stopping (",
+}
+SYNTHETIC = ["--weights", "synthetic", "--input-size", "128"]
+PHASE_FLAGS = {  # the cheapest run that has the phase
+    "loading": [*SYNTHETIC, "--no-compile"],
+    "compiling": SYNTHETIC,
+    "calibrating": [*SYNTHETIC, "--no-compile"],
+    "steady": LIVE_FAST,
+    "stopping": [*LIVE_FAST, "--max-frames", "4"],
 }
 
 
@@ -51,7 +60,7 @@ def test_exit_codes_are_128_plus_the_signal():
 
 def test_sigterm_while_compiling_ends_cleanly(assets, tmp_path):
     """The known abort: a stop signal while the inference thread is inside torch.compile."""
-    run = CliRun(*live_args(assets, tmp_path, "--weights", "synthetic", "--input-size", "128"))
+    run = CliRun(*live_args(assets, tmp_path, *PHASE_FLAGS["compiling"]))
     run.wait_for(PHASES["compiling"])
     time.sleep(0.5)
     run.signal(signal.SIGTERM)
@@ -60,7 +69,7 @@ def test_sigterm_while_compiling_ends_cleanly(assets, tmp_path):
 
 
 def test_sigint_in_steady_state_keeps_the_recording(assets, tmp_path):
-    run = CliRun(*live_args(assets, tmp_path, *FAST))
+    run = CliRun(*live_args(assets, tmp_path, *PHASE_FLAGS["steady"]))
     run.wait_for(PHASES["steady"])
     time.sleep(3)
     run.signal(signal.SIGINT)
@@ -72,10 +81,9 @@ def test_sigint_in_steady_state_keeps_the_recording(assets, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-@pytest.mark.parametrize("phase", ["loading", "compiling", "steady"])
+@pytest.mark.parametrize("phase", ["loading", "compiling", "calibrating", "steady"])
 def test_each_signal_in_each_phase(assets, tmp_path, phase, signum):
-    extra = ["--weights", "synthetic", "--input-size", "128"] if phase == "compiling" else FAST
-    run = CliRun(*live_args(assets, tmp_path, *extra))
+    run = CliRun(*live_args(assets, tmp_path, *PHASE_FLAGS[phase]))
     run.wait_for(PHASES[phase])
     if phase == "steady":
         time.sleep(2)
@@ -90,7 +98,7 @@ def test_each_signal_in_each_phase(assets, tmp_path, phase, signum):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_while_stopping(assets, tmp_path, signum):
     """A signal that comes while the run already shuts down (here: the frame limit) is no abort."""
-    run = CliRun(*live_args(assets, tmp_path, *FAST, "--max-frames", "8"))
+    run = CliRun(*live_args(assets, tmp_path, *PHASE_FLAGS["stopping"]))
     run.wait_for(PHASES["stopping"])
     run.signal(signum)
     rc = run.finish()
@@ -102,7 +110,7 @@ def test_signal_while_stopping(assets, tmp_path, signum):
 
 @pytest.mark.slow
 def test_double_ctrl_c_while_compiling_does_not_abort(assets, tmp_path):
-    run = CliRun(*live_args(assets, tmp_path, "--weights", "synthetic", "--input-size", "128"))
+    run = CliRun(*live_args(assets, tmp_path, *PHASE_FLAGS["compiling"]))
     run.wait_for(PHASES["compiling"])
     run.signal(signal.SIGINT)
     time.sleep(0.3)
