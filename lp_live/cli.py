@@ -128,6 +128,7 @@ def _render(args: argparse.Namespace, cfg: Config, source_rgb) -> int:
     out_dir = args.output.resolve().parent
     if not out_dir.is_dir() or not os.access(out_dir, os.W_OK) or args.output.is_dir():
         raise UserError(f"cannot write {args.output}: {out_dir} is not a writable folder; choose another --output")
+    log.info("loading the models")
     animator = build_animator(cfg, source_rgb)
     summary = render_video(animator, args.camera, args.output, max_frames=args.max_frames, size=cfg.stream.size,
                            with_driving=args.side_by_side, progress=sys.stderr.isatty())
