@@ -115,7 +115,7 @@ def cmd_run(argv: list[str]) -> int:
     print(stats.summary())
     recording = stats.sinks.get("file")
     if recording is not None and recording.error:  # the run went on; the file the user asked for did not
-        raise UserError(f"recording failed: {recording.error} (the file keeps the frames before the failure)")
+        raise UserError(f"recording failed: {recording.error}")
     return 0
 
 

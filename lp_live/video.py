@@ -183,7 +183,7 @@ class VideoWriter:
         self._file.cut(self._good_size)
         error = self._file.error or error  # the OS's reason, not FFmpeg's echo of it
         raise VideoError(f"writing {self.path} failed after {self.frames_written} frames "
-                         f"({getattr(error, 'strerror', None) or error}); the file keeps the frames before; "
+                         f"({getattr(error, 'strerror', None) or error}); the frames before stay playable; "
                          "free some space or choose another output") from error
 
     def close(self) -> None:

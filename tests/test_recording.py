@@ -151,7 +151,7 @@ def test_render_to_dev_full_is_one_line_exit_2(assets, tmp_path):
     out = tmp_path / "full.mp4"
     out.symlink_to("/dev/full")
     run = CliRun("--source", str(assets / "s6.jpg"), "--camera", str(assets / "d0.mp4"), "--output", str(out),
-                 *FAST)
+                 "--max-frames", "2", *FAST)
     rc = run.finish(timeout=300)
     err = run.stderr.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "No space left" in err, err

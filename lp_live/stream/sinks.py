@@ -147,7 +147,7 @@ class FileSink(_SizedSink):
                 self._t0 = t_capture
             self._writer.write(image, pts=round((t_capture - self._t0) * self.fps))
         except VideoError as e:  # says what failed and what to do
-            raise SinkError(f"--output {self.path}: {_one_line(e)}") from e
+            raise SinkError(_one_line(e)) from e
         self.frames += 1
 
     def close(self) -> None:
