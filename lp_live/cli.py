@@ -16,7 +16,7 @@ import sys
 import typing
 from pathlib import Path
 
-from . import __version__, cpuload, cputune
+from . import __version__, cpuload, cputune, signals
 from .config import Config, add_flags, load_config, overrides_from_args
 from .errors import UserError
 from .hotkeys import describe as describe_hotkeys
@@ -116,6 +116,9 @@ def cmd_run(argv: list[str]) -> int:
                         output=args.output, loop=args.loop, max_frames=args.max_frames)
     stats = session.run(args.stats_json)
     print(stats.summary())
+    recording = stats.sinks.get("file")
+    if recording is not None and recording.error:  # the run went on; the file the user asked for did not
+        raise UserError(f"recording failed: {recording.error}")
     return 0
 
 
@@ -125,6 +128,7 @@ def _render(args: argparse.Namespace, cfg: Config, source_rgb) -> int:
     from .video import VideoReader
 
     VideoReader(args.camera).close()  # a bad driving video fails before the weights load
+    log.info("loading the models")
     animator = build_animator(cfg, source_rgb)
     summary = render_video(animator, args.camera, args.output, max_frames=args.max_frames, size=cfg.stream.size,
                            with_driving=args.side_by_side, progress=sys.stderr.isatty())
@@ -133,16 +137,14 @@ def _render(args: argparse.Namespace, cfg: Config, source_rgb) -> int:
     line = (f"wrote {summary.output}: {summary.frames} frames, {w}x{h} at {summary.fps:g} fps, "
             f"{summary.seconds:.1f} s ({per_frame:.2f} s/frame, {animator.mode} engine on {animator.device}, "
             f"{animator.weights_kind} weights); {summary.frames_without_face} frames without a face")
-    if summary.interrupted:
-        print(f"interrupted: {line}", file=sys.stderr)
-        return 130
-    print(line)
+    print(f"interrupted: {line}" if summary.interrupted else line, file=sys.stderr if summary.interrupted else None)
     if args.stats_json:
         args.stats_json.write_text(json.dumps({
             "frames": summary.frames, "seconds": summary.seconds, "frames_without_face": summary.frames_without_face,
             "mode": animator.mode, "device": str(animator.device), "weights": animator.weights_kind,
+            "interrupted": summary.interrupted,
         }, indent=2))
-    return 0
+    return 130 if summary.interrupted else 0  # `main` makes it 143 for SIGTERM
 
 
 def cmd_bench(argv: list[str]) -> int:
@@ -247,21 +249,30 @@ def _device_flag(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; the exit codes are listed in `lp_live.signals`."""
     argv = sys.argv[1:] if argv is None else argv
     command = COMMANDS.get(argv[0], cmd_run) if argv else cmd_run
     if command is not cmd_run:
         argv = argv[1:]
-    try:
-        if command in (cmd_run, cmd_bench):
-            _configure_cpu_threading(argv, bench=command is cmd_bench)
-        return command(argv)
-    except UserError as e:
-        print(f"lp-live: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("lp-live: interrupted", file=sys.stderr)
-        return 130
-
+    with signals.handled():
+        try:
+            if command in (cmd_run, cmd_bench):
+                _configure_cpu_threading(argv, bench=command is cmd_bench)
+            code = command(argv)
+        except UserError as e:
+            print(f"lp-live: error: {e}", file=sys.stderr)
+            code = 2
+        except KeyboardInterrupt as e:
+            print(f"lp-live: interrupted{f' ({e})' if str(e) else ''}", file=sys.stderr)
+            code = 130
+        if signals.received() is not None:  # a run ended by a signal says so, however it ended
+            code = signals.exit_code_for(signals.received())
+        busy = signals.busy_threads()
+        if busy:
+            log.warning("exiting while %s %s still busy (in native code)", ", ".join(t.name for t in busy),
+                        "is" if len(busy) == 1 else "are")
+            signals.exit_now(code)
+    return code
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from . import signals
 from .pipeline import Animator
 from .video import VideoReader, VideoWriter
 
@@ -60,8 +61,9 @@ def render_video(
 ) -> RenderSummary:
     """Render `driving` through `animator` into `output`, at the driving video's frame rate.
 
-    Ctrl-C stops the render and still leaves a playable file with the frames done
-    (`interrupted` is then True). The driving video's audio is kept.
+    Ctrl-C (and SIGTERM under the CLI) stops the render and still leaves a playable file with
+    the frames done (`interrupted` is then True); so does a killed process, up to about its
+    last second (`VideoWriter`). The driving video's audio is kept.
     """
     t0 = time.perf_counter()
     interrupted = False
@@ -80,11 +82,14 @@ def render_video(
                 writer.write(fit_size(image, size))
                 bar.update()
                 log.debug("frame %d%s rendered", index + 1, f"/{total}" if total else "")
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM where the CLI handles it (`lp_live.signals`)
             interrupted = True
-            log.warning("interrupted: keeping the %d frames rendered so far", writer.frames_written)
+            log.warning("interrupted%s: keeping the %d frames rendered so far", f" ({e})" if str(e) else "",
+                        writer.frames_written)
         finally:
             bar.close()
+            with signals.deferred():  # a signal now is recorded, not raised into the flush
+                writer.close()
         frames = writer.frames_written
         stream = writer.stream
         out_size = (stream.width, stream.height) if stream is not None else (0, 0)

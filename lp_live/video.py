@@ -7,18 +7,27 @@ partial render is still a playable file holding the frames written so far.
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
-from collections.abc import Iterator
+import os
+import stat
+import typing
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 
 import av
 import numpy as np
+from av.video.frame import PictureType
 
 from .errors import UserError, one_line
 
 log = logging.getLogger(__name__)
+
+# muxers that write fragments (movflags): MP4, MOV and their kin; Matroska needs nothing
+FRAGMENTED_FORMATS = frozenset({"mp4", "mov", "ipod", "ismv", "3gp", "3g2", "psp", "f4v"})
 
 
 class VideoError(UserError):
@@ -156,39 +165,59 @@ class VideoReader:
 
 
 class VideoWriter:
-    """H.264 (yuv420p) MP4 writer at a fixed frame rate, optionally remuxing an audio stream.
+    """H.264 (yuv420p) writer at a fixed frame rate, optionally copying an audio stream.
+
+    Recordings survive the process: MP4/MOV are written fragmented (a fragment per keyframe,
+    a keyframe at least every second, the index up front) and Matroska as it is, each packet
+    flushed to the file as it is muxed, so a killed process (SIGKILL, power loss) leaves a file
+    playable up to about its last second. A failed write (full disk, failing device) raises a
+    one-line `VideoError`; the file is cut back to the last complete fragment and keeps the
+    frames before it. Audio is copied as the video advances, so a partial file has it too.
 
     Args:
         path: output file.
         fps: frame rate.
         audio_from: a reader whose audio stream is copied into the output (no re-encoding).
+        crf, preset: x264 quality and speed.
+        low_delay: x264 without lookahead or B-frames (tune zerolatency): each frame reaches the
+            file as it is encoded; for live recordings, where frames come in real time.
     """
 
     def __init__(self, path: str | Path, fps: Fraction | float, *, audio_from: VideoReader | None = None,
-                 crf: int = 18, preset: str = "veryfast") -> None:
+                 crf: int = 18, preset: str = "veryfast", low_delay: bool = False) -> None:
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(1001)
+        self._file: _CheckedFile | None = None
         try:
-            self.container = av.open(str(self.path), mode="w")
+            self._file = _CheckedFile(self.path)
+            self.container = av.open(self._file, mode="w")  # the format from the file name
         except (av.FFmpegError, OSError, ValueError) as e:
+            if self._file is not None:
+                self._file.close()
             raise VideoError(f"cannot write {self.path} ({getattr(e, 'strerror', None) or e}); "
                              "choose a writable path ending in .mp4") from e
+        self.container.options["flush_packets"] = "1"  # on disk as muxed, not when a 32 KB buffer fills
+        if self.container.format.name in FRAGMENTED_FORMATS:
+            self.container.options["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
         self.stream: av.VideoStream | None = None
-        self.crf, self.preset = crf, preset
+        self.crf, self.preset, self.low_delay = crf, preset, low_delay
         self.frames_written = 0
         self._last_pts = -1
+        self._next_key = 0  # pts from which the next frame is a keyframe
         self._closed = False
         self._failed = False
-        self._audio_in = audio_from
-        self._audio_out = (
-            self.container.add_stream_from_template(audio_from.audio) if audio_from and audio_from.audio else None
-        )
+        self._good_size = 0  # file size after the last successful mux: a fragment boundary
+        self._audio = _AudioCopy(self.container, audio_from) if audio_from and audio_from.audio else None
 
     def _open_stream(self, width: int, height: int) -> av.VideoStream:
         stream = self.container.add_stream("libx264", rate=self.fps)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(self.crf), "preset": self.preset}
+        stream.codec_context.gop_size = max(1, round(self.fps))  # a keyframe, so a fragment, every second
+        options = {"crf": str(self.crf), "preset": self.preset}
+        if self.low_delay:
+            options["tune"] = "zerolatency"
+        stream.options = options
         return stream
 
     def write(self, image: np.ndarray, pts: int | None = None) -> None:
@@ -208,48 +237,58 @@ class VideoWriter:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame.pts = pts
         frame.time_base = 1 / self.fps
+        if pts >= self._next_key:  # by time: a live recording's frames come slower than `fps`
+            frame.pict_type = PictureType.I
+            self._next_key = pts + max(1, round(self.fps))
         self._mux(self.stream.encode(frame))
         self._last_pts = pts
         self.frames_written += 1
+        if self._audio is not None:
+            self._mux(self._audio.packets(until=(pts + 1) / self.fps))
 
-    def _mux(self, packets) -> None:
+    def _mux(self, packets: Iterable[av.Packet]) -> None:
         if self._failed:
             raise VideoError(f"{self.path}: an earlier write failed; the file holds the frames before it")
         try:
             for packet in packets:
                 self.container.mux(packet)
-        except BaseException:
+        except (OSError, av.FFmpegError) as e:
             # PyAV crashes the process (SIGSEGV) when muxing again after a failed write
             # (e.g. a full disk), so a failed file takes no more packets, not even the flush
-            self._failed = True
-            raise
+            self._fail(e)
+        self._good_size = self._file.size()
 
-    def _copy_audio(self) -> None:
-        reader, out = self._audio_in, self._audio_out
-        if reader is None or out is None:
-            return
-        limit = self.frames_written / self.fps  # audio no longer than the video written
-        with av.open(str(reader.path)) as src:
-            audio = src.streams.audio[0]
-            for packet in src.demux(audio):
-                if packet.dts is None:
-                    continue
-                if packet.pts is not None and packet.time_base and packet.pts * packet.time_base > limit:
-                    break
-                packet.stream = out
-                self._mux([packet])
+    def _fail(self, error: BaseException) -> typing.NoReturn:
+        self._failed = True
+        self._file.cut(self._good_size)
+        error = self._file.error or error  # the OS's reason, not FFmpeg's echo of it
+        raise VideoError(f"writing {self.path} failed after {self.frames_written} frames "
+                         f"({getattr(error, 'strerror', None) or error}); the frames before stay playable; "
+                         "free some space or choose another output") from error
 
     def close(self) -> None:
-        """Flush the encoder and close the file. Safe to call twice."""
+        """Flush the encoder and close the file (VideoError if that fails). Safe to call twice."""
         if self._closed:
             return
         self._closed = True
         try:
             if self.stream is not None and not self._failed:
                 self._mux(self.stream.encode(None))
-                self._copy_audio()
+                if self._audio is not None:  # audio no longer than the video written
+                    self._mux(self._audio.packets(until=(self._last_pts + 1) / self.fps))
         finally:
-            self.container.close()
+            if self._audio is not None:
+                self._audio.close()
+            try:
+                self.container.close()  # the last fragment, then the index
+            except (OSError, av.FFmpegError) as e:
+                if not self._failed:
+                    self._fail(e)
+            finally:
+                failed_late = self._file.error is not None and not self._failed
+                self._file.close()
+            if failed_late:  # PyAV does not always pass on a failed write of the end
+                self._fail(self._file.error)
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -257,3 +296,71 @@ class VideoWriter:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+class _CheckedFile(io.FileIO):
+    """The output file as FFmpeg writes it: every write whole or an error, and the first error kept.
+
+    FFmpeg drops a short write (a file-size limit) and PyAV can lose the error of the last
+    writes (the final fragment, the index); this file keeps it for `VideoWriter` to report."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "w")
+        self.error: OSError | None = None
+        self.cut_at: int | None = None
+
+    def write(self, data) -> int:
+        if self.cut_at is not None:  # after a failure nothing more lands behind the cut
+            raise OSError(errno.EIO, f"{self.name}: not written after a failed write")
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                done += super().write(view[done:])
+        except OSError as e:
+            self.error = self.error or e
+            raise
+        return done
+
+    def size(self) -> int:
+        """The size on disk of a regular file (0 for a device: nothing to cut back)."""
+        st = os.fstat(self.fileno())
+        return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+    def cut(self, size: int) -> None:
+        """Cut a regular file back to `size` bytes (its last complete fragment): a failed write
+        can leave half of one, which players stumble on."""
+        self.cut_at = size
+        try:
+            if 0 < size < self.size():
+                os.ftruncate(self.fileno(), size)
+        except OSError as e:
+            log.debug("cannot cut %s back to %d bytes: %s", self.name, size, e)
+
+
+class _AudioCopy:
+    """The audio packets of a reader's file, handed out in order up to a time (no re-encoding)."""
+
+    def __init__(self, container: av.container.OutputContainer, reader: VideoReader) -> None:
+        self.out = container.add_stream_from_template(reader.audio)
+        self.source = av.open(str(reader.path))
+        self._packets = self.source.demux(self.source.streams.audio[0])
+        self._held: av.Packet | None = None  # read ahead, not yet due
+
+    def packets(self, until: Fraction) -> Iterator[av.Packet]:
+        """The packets that start before `until` seconds and were not handed out yet."""
+        while True:
+            packet = self._held or next(self._packets, None)
+            self._held = None
+            if packet is None:
+                return
+            if packet.dts is None:
+                continue  # the demuxer's empty flush packet
+            if packet.pts is not None and packet.time_base and packet.pts * packet.time_base >= until:
+                self._held = packet
+                return
+            packet.stream = self.out
+            yield packet
+
+    def close(self) -> None:
+        self.source.close()

@@ -61,7 +61,7 @@ def test_file_sink_on_a_full_disk_fails_and_closes_without_crashing(tmp_path):
     full.symlink_to("/dev/full")
     sink = FileSink(full, fps=25)
     noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(SinkError, match="No space left"):
         for i in range(200):
             sink.write(np.roll(noise, i, axis=1), time.perf_counter())
     with pytest.raises(SinkError, match="earlier write failed"):

@@ -28,10 +28,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from signal import SIGINT, Signals
 from typing import Any, Protocol
 
 import numpy as np
 
+from .. import signals
 from ..config import ConfigError, StreamConfig
 from ..errors import one_line
 from .capture import CapturedFrame, CaptureThread, FrameSource, open_source
@@ -49,6 +51,7 @@ GET_TIMEOUT_S = 0.1  # how long a consumer waits for a frame before checking the
 # device is done with it: a CUDA event or a worker's future cannot wake a wait on the queue.
 READY_POLL_S = 0.002
 JOIN_TIMEOUT_S = 10.0  # shutdown: how long to wait for a stage to finish its current frame
+SHUTDOWN_NOTICE_S = 1.0  # shutdown: say what it waits for once a stage takes longer than this
 PRIMARY_ORDER = ("window", "virtualcam", "file", "null")
 
 
@@ -511,23 +514,30 @@ class LiveSession:
         if self.controls.quit.is_set():
             self._quit()
         threads = [self.capture, self.inference, *self.sink_threads]
-        for t in threads:
-            t.start()
         try:
+            for t in threads:
+                t.start()
             use_terminal = self.keyboard and self.window is None
             with TerminalKeys(self.controls) if use_terminal else contextlib.nullcontext():
                 if self.window is not None:
                     self._window_loop()
+                started = False
                 while not self.stop.is_set() and any(t.is_alive() for t in threads):
                     self.stop.wait(GET_TIMEOUT_S)
-        except KeyboardInterrupt:
-            self.metrics.stop("interrupted")
+                    if not started and self.metrics.processed:
+                        started = True
+                        log.info("running: first frame after %.1f s", time.perf_counter() - self.metrics.t_start)
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM where the CLI handles it (`lp_live.signals`)
+            signum = getattr(e, "signum", SIGINT)
+            self.metrics.stop("interrupted" if signum == SIGINT else f"interrupted ({Signals(signum).name})")
         finally:
             self.stop.set()
-            self._shutdown()
-        stats = self._stats()
-        if stats_json is not None:
-            stats.write_json(stats_json)
+            with signals.deferred():  # a signal now is recorded, not raised into the cleanup
+                log.info("stopping (%s)", self.metrics.stop_reason or "stop requested")
+                self._shutdown()
+                stats = self._stats()
+                if stats_json is not None:
+                    stats.write_json(stats_json)
         error = self.inference.error or self.capture.error
         if error is not None:
             raise error
@@ -552,17 +562,25 @@ class LiveSession:
                 self.stop.set()
 
     def _shutdown(self) -> None:
-        """Join every thread (the sinks first, so files are flushed) and close every sink."""
+        """Join every thread (the sinks first, so files are flushed) and close every sink.
+
+        A stage busy in native code (a compile, a device call) cannot be stopped: after
+        JOIN_TIMEOUT_S, or at once after a second Ctrl-C, it is left running, and the CLI ends
+        the process without waiting for it (`signals.exit_now`)."""
         for group in (self.sink_threads, [self.inference, self.capture]):
             for t in group:
-                if not t.is_alive() and t.ident is not None:
+                if not t.is_alive():
                     continue
-                try:
-                    t.join(JOIN_TIMEOUT_S)
-                except KeyboardInterrupt:
-                    log.warning("interrupted again: not waiting for %s", t.name)
-                if t.is_alive():
-                    log.warning("%s did not finish within %.0f s", t.name, JOIN_TIMEOUT_S)
+                t.join(SHUTDOWN_NOTICE_S)
+                if not t.is_alive():
+                    continue
+                if t is self.inference and self.inference.animator is None:
+                    log.info("%s is still building the engine; leaving it", t.name)  # it holds no output
+                    continue
+                log.info("waiting up to %.0f s for %s to finish its current step (Ctrl-C again: do not wait)",
+                         JOIN_TIMEOUT_S, t.name)
+                if not signals.wait_for(t, JOIN_TIMEOUT_S):
+                    log.warning("%s did not finish; leaving it", t.name)
         done = {t.sink.name for t in self.sink_threads if not t.is_alive()}
         for sink in self.sinks:
             if sink is self.window or sink.name in done or not any(t.sink is sink for t in self.sink_threads):
@@ -570,6 +588,7 @@ class LiveSession:
                     sink.close()
                 except Exception as e:  # report and go on closing the others
                     log.warning("%s: closing failed (%s)", sink.describe(), one_line(e))
+                    self.metrics.sink_failed(sink.name, f"close: {one_line(e)}")
         if not self.capture.is_alive():
             self.source.close()
 

@@ -148,12 +148,12 @@ class FileSink(_SizedSink):
         image = self._fit(image)
         try:
             if self._writer is None:
-                self._writer = VideoWriter(self.path, self.fps, crf=20)
+                # frames come in real time: no lookahead, so a killed run loses only the last moment
+                self._writer = VideoWriter(self.path, self.fps, crf=20, low_delay=True)
                 self._t0 = t_capture
             self._writer.write(image, pts=round((t_capture - self._t0) * self.fps))
-        except VideoError as e:
-            raise SinkError(f"--output {self.path}: {one_line(e)}; use a .mp4 or .mkv path in a writable folder "
-                            "with free space") from e
+        except VideoError as e:  # says what failed and what to do
+            raise SinkError(one_line(e)) from e
         self.frames += 1
 
     def _close(self) -> None:

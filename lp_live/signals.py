@@ -1,0 +1,129 @@
+"""SIGINT and SIGTERM end a run the same clean way, at any moment; the exit code says which.
+
+The CLI installs `handled()` around a command. The first signal raises `Interrupted` (a
+`KeyboardInterrupt`) in the main thread, so every path that already stops cleanly on Ctrl-C
+(the render loop, the live run's wait, model loading) does the same on SIGTERM. While a
+cleanup runs (`deferred()`: joining threads, closing files) a signal is only recorded, not
+raised into the cleanup. A second signal stops the waiting for busy threads (`wait_for`); a
+third ends the process at once (the recordings are fragmented, so what was written plays).
+
+Exit codes (live and offline alike): 0 done, 2 bad input or a failed output (one line),
+128 + the signal's number for a run ended by a signal: 130 SIGINT, 143 SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+WAIT_SLICE_S = 0.1  # how often a wait for a busy thread checks whether it was told to stop waiting
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal, raised in the main thread; `signum` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _State:
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.deferring = 0
+        self.stop_waiting = threading.Event()
+
+
+_state = _State()
+
+
+def exit_code_for(signum: int) -> int:
+    return 128 + signum
+
+
+def received() -> int | None:
+    """The first stop signal received under `handled()`, or None."""
+    return _state.received[0] if _state.received else None
+
+
+def _say(text: str) -> None:
+    # os.write, not print: a handler that prints can interrupt a print (a reentrant call)
+    with contextlib.suppress(OSError):
+        os.write(2, f"lp-live: {text}\n".encode())
+
+
+def _handle(signum: int, frame: FrameType | None) -> None:
+    _state.received.append(signum)
+    count = len(_state.received)
+    name = signal.Signals(signum).name
+    if count == 1 and not _state.deferring:
+        raise Interrupted(signum)
+    if count == 1:
+        _say(f"{name}: stopping after the cleanup under way")
+    elif count == 2:
+        _state.stop_waiting.set()
+        _say(f"{name} again: not waiting for busy threads; once more quits at once")
+    else:
+        _say(f"{name} a third time: quitting at once (recordings keep what was written)")
+        exit_now(exit_code_for(_state.received[0]))
+
+
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into `Interrupted` (main thread only; elsewhere nothing changes)."""
+    global _state
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _state = _State()
+    previous = {s: signal.signal(s, _handle) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Record stop signals instead of raising them while the block runs (a cleanup)."""
+    _state.deferring += 1
+    try:
+        yield
+    finally:
+        _state.deferring -= 1
+
+
+def wait_for(thread: threading.Thread, timeout: float) -> bool:
+    """Join `thread` for up to `timeout` s, less when a second signal says not to wait; True if it ended."""
+    waited = 0.0
+    while thread.is_alive() and waited < timeout and not _state.stop_waiting.is_set():
+        thread.join(min(WAIT_SLICE_S, timeout - waited))
+        waited += WAIT_SLICE_S
+    return not thread.is_alive()
+
+
+def busy_threads() -> list[threading.Thread]:
+    """lp-live's worker threads that are still running (e.g. inside a compile or a native call)."""
+    me = threading.current_thread()
+    return [t for t in threading.enumerate() if t is not me and t.is_alive() and t.name.startswith("lp-live-")]
+
+
+def exit_now(code: int) -> None:
+    """Flush the logs and the standard streams and end the process with `code`, without the
+    interpreter's shutdown: a thread still inside native code (torch.compile, a device call)
+    would otherwise abort it ("terminate called without an active exception", exit 134)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
