@@ -185,6 +185,7 @@ class Scheduler:
             "frames": self.frames,
             "step_ms": {"p50": p50, "p95": p95},
             "batch_mean": statistics.fmean(self.batch_sizes) if self.batch_sizes else None,
+            "batch_max": max(self.batch_sizes, default=None),
             "engine_ms_per_frame": medians,
             "speed_ratio": ratio,
             "output_fps": sum(s["fps"] or 0.0 for s in sessions),

@@ -31,7 +31,7 @@ from .sources import Source
 log = logging.getLogger(__name__)
 
 ROLLING = 120  # samples behind each per-session figure
-RATE_WINDOW_S = 2.0
+RATE_WINDOW_S = 10.0  # output FPS over the frames sent in the last 10 s (CPU steps take seconds)
 VIDEO_CLOCK = 90_000  # RTP video clock rate
 
 
