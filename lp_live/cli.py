@@ -261,7 +261,11 @@ def cmd_serve_bench(argv: list[str]) -> int:
     p.add_argument("--warmup", type=float, default=None,
                    help="seconds streamed before measuring (default: until every client got a frame)")
     p.add_argument("--driving", type=Path, help="driving video (default: the reference kit's d0.mp4 beside a "
-                   "checkout, else synthetic frames)")
+                   "checkout)")
+    p.add_argument("--side", type=_count(64), metavar="PX",
+                   help="resize the driving frames to PX x PX before sending (default: the video's size)")
+    p.add_argument("--fps", type=float, default=None, help="frames per second each client sends (default: the "
+                   "video's)")
     _add_common_flags(p)
     add_flags(p, SERVE_SECTIONS)
     args = p.parse_args(argv)
@@ -273,7 +277,7 @@ def cmd_serve_bench(argv: list[str]) -> int:
     from .server import bench as serve_bench
 
     results = serve_bench.run(cfg, clients=args.clients, seconds=args.seconds, warmup=args.warmup,
-                              driving=args.driving)
+                              driving=args.driving, side=args.side, fps=args.fps)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -79,7 +79,8 @@ def test_two_clients_get_animated_frames_at_the_right_sizes(server, driving):
 
     async def both():
         return await asyncio.gather(
-            stream(server.url, frames, fps, token=TOKEN, duration_s=90, min_frames=2),
+            stream(server.url, frames, fps, token=TOKEN, duration_s=90, min_frames=2,
+                   controls=[{"stitching": False, "mirror": True}, {"mode": "fastest"}]),
             stream(server.url, frames, fps, token=TOKEN, duration_s=90, min_frames=1,
                    offer_extra={"paste_back": True}))
 
@@ -90,6 +91,8 @@ def test_two_clients_get_animated_frames_at_the_right_sizes(server, driving):
     figures = [m["stats"] for m in plain.messages if "stats" in m]
     assert figures and figures[-1]["frames_in"] >= figures[-1]["frames_out"] >= 1
     assert figures[-1]["server_latency_ms"]["p50"] > 0
+    assert figures[-1]["stitching"] is False and figures[-1]["mirror"] is True  # the controls were applied
+    assert any("unknown mode 'fastest'" in m.get("error", "") for m in plain.messages)
     after = run(_alive(server.url))
     assert after["steps"] >= 2 and after["frames"] >= 3
     assert after["batch_max"] == 2  # the two sessions shared a step
@@ -211,3 +214,20 @@ def test_the_page_in_headless_chromium_shows_animated_frames(server, assets, tmp
     assert stats["server"]["frames_out"] >= 2 and stats["inferMs"] > 0
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"screenshot: {shot}")  # kept by pytest under its tmp dir (the test artefact)
+
+
+@pytest.mark.slow
+def test_serve_bench_writes_the_load_figure(tmp_path, assets):
+    import json
+
+    from lp_live.cli import main
+
+    out = tmp_path / "serve.json"
+    assert main(["serve-bench", "--clients", "1", "2", "--seconds", "8", "--mode", "baseline", "--input-size", "128",
+                 "--device", "cpu", "--side", "256", "--fps", "8", "--no-paste-back", "--driving",
+                 str(assets / "d0.mp4"), "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert [r["clients"] for r in results["runs"]] == [1, 2]
+    for r in results["runs"]:
+        assert len(r["per_session"]) == r["clients"] and r["steps"] >= 1
+    assert results["meta"]["git_commit"] and results["targets"]["n4_throughput_at_least_n1"] is None

@@ -33,6 +33,7 @@ from .sessions import Driving, Session
 log = logging.getLogger(__name__)
 
 ROLLING = 200  # steps behind the step figures
+LOG_LENGTH = 4096  # steps remembered (serve-bench reads a time window of them)
 
 
 @dataclass
@@ -67,8 +68,8 @@ class Scheduler:
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="lp-live-step")
         self.steps = 0
         self.frames = 0
-        self.step_ms: deque[float] = deque(maxlen=ROLLING)
-        self.batch_sizes: deque[int] = deque(maxlen=ROLLING)
+        # (perf_counter() at the end of the step, its milliseconds, its frames)
+        self.step_log: deque[tuple[float, float, int]] = deque(maxlen=LOG_LENGTH)
         self.per_frame_ms: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=ROLLING))  # engine ms / frame
         self.started = time.perf_counter()
         self._task: asyncio.Task | None = None
@@ -147,8 +148,8 @@ class Scheduler:
                 results.append(Result(s, out, job.driving.t_received, engine_ms))
         self.steps += 1
         self.frames += len(results)
-        self.step_ms.append((time.perf_counter() - t0) * 1e3)
-        self.batch_sizes.append(len(results))
+        t1 = time.perf_counter()
+        self.step_log.append((t1, (t1 - t0) * 1e3, len(results)))
         return results
 
     def _driving_crop(self, session: Session, driving: Driving) -> np.ndarray | None:
@@ -175,7 +176,9 @@ class Scheduler:
 
     # -- figures ----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        p50, p95 = _percentiles(self.step_ms)
+        recent = list(self.step_log)[-ROLLING:]
+        p50, p95 = _percentiles([ms for _, ms, _ in recent])
+        batches = [n for _, _, n in recent]
         medians = {m: statistics.median(v) for m, v in self.per_frame_ms.items() if v}
         ratio = medians["baseline"] / medians["optimized"] if {"baseline", "optimized"} <= medians.keys() else None
         sessions = [s.stats() for s in self.sessions.values()]
@@ -184,8 +187,8 @@ class Scheduler:
             "steps": self.steps,
             "frames": self.frames,
             "step_ms": {"p50": p50, "p95": p95},
-            "batch_mean": statistics.fmean(self.batch_sizes) if self.batch_sizes else None,
-            "batch_max": max(self.batch_sizes, default=None),
+            "batch_mean": statistics.fmean(batches) if batches else None,
+            "batch_max": max(batches, default=None),
             "engine_ms_per_frame": medians,
             "speed_ratio": ratio,
             "output_fps": sum(s["fps"] or 0.0 for s in sessions),

@@ -31,6 +31,7 @@ from .sources import Source
 log = logging.getLogger(__name__)
 
 ROLLING = 120  # samples behind each per-session figure
+LOG_LENGTH = 4096  # sent frames remembered (serve-bench reads a time window of them)
 RATE_WINDOW_S = 10.0  # output FPS over the frames sent in the last 10 s (CPU steps take seconds)
 VIDEO_CLOCK = 90_000  # RTP video clock rate
 
@@ -74,9 +75,9 @@ class Session:
         self.dropped_in = 0  # replaced by a newer frame before a step took it
         self.dropped_out = 0  # replaced by a newer animated frame before the encoder took it
         self.frames_without_face = 0
-        self.latency_ms: deque[float] = deque(maxlen=ROLLING)  # received -> handed to the encoder
+        # (perf_counter() when handed to the encoder, ms since the driving frame was received)
+        self.sent: deque[tuple[float, float]] = deque(maxlen=LOG_LENGTH)
         self.infer_ms: deque[float] = deque(maxlen=ROLLING)  # the engine step this frame was in
-        self.sent_times: deque[float] = deque(maxlen=ROLLING)
         self._wake: asyncio.Event | None = None
 
     # -- the loop side ----------------------------------------------------------------------
@@ -144,10 +145,11 @@ class Session:
 
     # -- figures ----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        p50, p95 = _percentiles(self.latency_ms)
+        recent_sent = list(self.sent)[-ROLLING:]
+        p50, p95 = _percentiles([ms for _, ms in recent_sent])
         infer = _percentiles(self.infer_ms, (50,))[0]
         now = time.perf_counter()
-        recent = [t for t in self.sent_times if now - t <= RATE_WINDOW_S]
+        recent = [t for t, _ in recent_sent if now - t <= RATE_WINDOW_S]
         return {
             "id": self.id, "source": self.source.id, "mode": self.settings.mode,
             "paste_back": self.settings.paste_back, "mirror": self.settings.mirror,
@@ -180,6 +182,5 @@ class AnimatedTrack(MediaStreamTrack):
         frame.pts = int((now - self._t0) * VIDEO_CLOCK)
         frame.time_base = Fraction(1, VIDEO_CLOCK)
         session.frames_out += 1
-        session.latency_ms.append((now - t_received) * 1e3)
-        session.sent_times.append(now)
+        session.sent.append((now, (now - t_received) * 1e3))
         return frame
