@@ -42,7 +42,7 @@ from ..pipeline import DEFAULT_SOURCE, engine_factory, load_models, read_image, 
 from .engines import EnginePool
 from .scheduler import Scheduler
 from .sessions import AnimatedTrack, Session, Settings
-from .sources import DEFAULT_ID, SourceError, SourceStore, decode_photo, make_source
+from .sources import DEFAULT_ID, NoFaceError, SourceError, SourceStore, decode_photo, make_source
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class Server:
         try:
             source = await asyncio.to_thread(build)
         except SourceError as e:
-            raise RequestError(422 if "face" in str(e) else 400, str(e)) from None
+            raise RequestError(422 if isinstance(e, NoFaceError) else 400, str(e)) from None
         self.sources.add(source, in_use={s.source.id for s in self.scheduler.sessions.values()})
         h, w = source.photo.shape[:2]
         return web.json_response({"id": source.id, "width": w, "height": h})

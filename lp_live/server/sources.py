@@ -28,6 +28,10 @@ class SourceError(ValueError):
     """An upload that cannot be used; the message is the one-line answer to the client."""
 
 
+class NoFaceError(SourceError):
+    """A photo in which the face detector finds no face."""
+
+
 def image_size(data: bytes) -> tuple[int, int]:
     """(width, height) from a PNG or JPEG header, or SourceError."""
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
@@ -83,7 +87,7 @@ def make_source(source_id: str, image: np.ndarray, detector: FaceDetector, *, in
     photo = fit_source(image, max_side=photo_side)
     face = detector.detect(photo)
     if face is None:
-        raise SourceError("no face found in the photo; send a photo with one clear, frontal face")
+        raise NoFaceError("no face found in the photo; send a photo with one clear, frontal face")
     crop = crop_face(photo, face, SOURCE_CROP, input_size=input_size)
     return Source(source_id, photo, crop, PasteBack(photo, crop, generated_size=2 * input_size, device=device))
 
