@@ -39,6 +39,7 @@ from ..errors import UserError
 from ..face import create_detector
 from ..models import SYNTHETIC, LivePortraitModels
 from ..pipeline import DEFAULT_SOURCE, engine_factory, load_models, read_image, resolve_device, unmet_requests
+from ..smoothing import MotionSmoother
 from .engines import EnginePool
 from .scheduler import Scheduler
 from .sessions import AnimatedTrack, Session, Settings
@@ -200,7 +201,9 @@ class Server:
                                     "try again later", {"Retry-After": "30"})
         settings = Settings(mode=self.config.engine.mode, paste_back=self.config.animation.paste_back,
                             mirror=self.config.stream.mirror, options=self.config.animation.options())
-        session = Session(secrets.token_urlsafe(9), source, settings, self.detector())
+        anim = self.config.animation
+        smoother = MotionSmoother(anim.smoothing_min_cutoff, anim.smoothing_beta) if anim.smoothing else None
+        session = Session(secrets.token_urlsafe(9), source, settings, self.detector(), smoother)
         problem = session.control({k: data[k] for k in ("mode", "paste_back", "mirror", "stitching") if k in data},
                                   MODES)
         if problem:

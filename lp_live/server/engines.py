@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
+import torch
 
 from ..config import AnimateOptions
 from ..engine import EngineBase, SourceState
+from ..kinematics import Motion
+from ..smoothing import MotionSmoother
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +75,32 @@ class SessionEngineState:
 
 @dataclass
 class Slot:
-    """One session's place in a batch: its engine state, options and driving crop (S, S, 3) RGB uint8."""
+    """One session's place in a batch: its engine state, options, driving crop (S, S, 3) RGB uint8,
+    and its motion filter with the frame's time in seconds."""
 
     state: SessionEngineState
     options: AnimateOptions
     crop: np.ndarray
+    smoother: MotionSmoother | None = None
+    timestamp: float = 0.0
 
 
 def animate(pool: EnginePool, mode: str, slots: Sequence[Slot]) -> np.ndarray:
-    """One mixed-source batch on the `mode` engine: B slots -> (B, 2S, 2S, 3) RGB uint8."""
+    """One mixed-source batch on the `mode` engine: B slots -> (B, 2S, 2S, 3) RGB uint8.
+
+    The driving motion of the batch is extracted once, then each slot's own filter smooths its row.
+    """
     engine = pool.get(mode)
     states = []
     for slot in slots:
         state = slot.state._state(pool, mode)
         state.options = slot.options
         states.append(state)
-    return engine.animate_batch(states, np.stack([slot.crop for slot in slots]))
+    with engine.launching():
+        motion = engine.extract_motion(np.stack([slot.crop for slot in slots]))
+        if any(slot.smoother is not None for slot in slots):
+            rows = [motion.map(lambda t, i=i: t[i : i + 1]) for i in range(len(slots))]
+            rows = [row if slot.smoother is None else slot.smoother(row, slot.timestamp)
+                    for row, slot in zip(rows, slots)]
+            motion = Motion(**{f.name: torch.cat([getattr(r, f.name) for r in rows]) for f in fields(Motion)})
+        return engine.animate_batch(states, motion)

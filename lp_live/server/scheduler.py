@@ -130,12 +130,15 @@ class Scheduler:
             if s.reanchor_requested:
                 s.reanchor_requested = False
                 state.reanchor()
+                if s.smoother is not None:
+                    s.smoother.reset()
             crop = self._driving_crop(s, job.driving)
             if crop is None:  # no face: hold the last frame (or show the still photo)
                 s.frames_without_face += 1
                 held.append(Result(s, self._still(s), job.driving.t_received, 0.0))
                 continue
-            batches[s.settings.mode].append((job, Slot(state, s.settings.options, crop)))
+            slot = Slot(state, s.settings.options, crop, s.smoother, job.driving.t_received)
+            batches[s.settings.mode].append((job, slot))
         results = held
         for mode, entries in batches.items():
             t_engine = time.perf_counter()

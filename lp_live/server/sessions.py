@@ -24,6 +24,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from ..config import AnimateOptions
 from ..face import FaceDetector
+from ..smoothing import MotionSmoother
 from ..stream.metrics import _percentiles, _rate
 from .engines import SessionEngineState
 from .sources import Source
@@ -55,13 +56,15 @@ class Driving:
 
 
 class Session:
-    """Per-connection state. Args: id, the Source, initial Settings, its own face tracker."""
+    """Per-connection state. Args: id, the Source, initial Settings, its own face tracker and motion filter."""
 
-    def __init__(self, session_id: str, source: Source, settings: Settings, detector: FaceDetector) -> None:
+    def __init__(self, session_id: str, source: Source, settings: Settings, detector: FaceDetector,
+                 smoother: MotionSmoother | None = None) -> None:
         self.id = session_id
         self.source = source
         self.settings = settings
         self.detector = detector
+        self.smoother = smoother  # its own motion filter (One-Euro), or None
         self.engine_state: SessionEngineState | None = SessionEngineState(source.input)
         self.reanchor_requested = False
         self.closed = False
