@@ -254,10 +254,10 @@ def test_the_page_in_headless_chromium_shows_animated_frames(server, assets, tmp
 def test_serve_bench_writes_the_load_figure(tmp_path, assets):
     import json
 
-    from lp_live.cli import main
+    from lp_live.cli import cmd_serve_bench  # not main(): no CPU threading set up inside pytest
 
     out = tmp_path / "serve.json"
-    assert main(["serve-bench", "--clients", "1", "2", "--seconds", "8", "--mode", "baseline", "--input-size", "128",
+    assert cmd_serve_bench(["--clients", "1", "2", "--seconds", "8", "--mode", "baseline", "--input-size", "128",
                  "--device", "cpu", "--side", "256", "--fps", "8", "--no-paste-back", "--driving",
                  str(assets / "d0.mp4"), "--json", str(out)]) == 0
     results = json.loads(out.read_text())

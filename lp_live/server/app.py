@@ -111,6 +111,10 @@ class Server:
         self.scheduler = Scheduler(EnginePool(engine_factory(cfg, self.models, self.device), MODES),
                                    input_size=cfg.engine.input_size, crop_driving=cfg.face.crop_driving)
         self.warnings = unmet_requests(cfg, self.device, self.detector())
+        anim = cfg.animation
+        if anim.eye_retargeting or anim.lip_retargeting or anim.normalize_lip:
+            self.warnings.append("eye/lip retargeting and lip normalisation are not applied by lp-live serve yet "
+                                 "(no landmark ratios per stream); the other options are")
         for line in self.warnings:
             log.warning("%s", line)
         await self.scheduler.call(self.scheduler.pool.get, cfg.engine.mode)  # the first engine, built now

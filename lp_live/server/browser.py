@@ -60,7 +60,8 @@ class Browser:
             "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
             f"--use-file-for-fake-video-capture={camera_y4m}", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run", "--mute-audio",
-            "--autoplay-policy=no-user-gesture-required", f"--window-size={size[0]},{size[1]}",
+            "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection",
+            f"--window-size={size[0]},{size[1]}",
             "--remote-debugging-port=0", f"--user-data-dir={self.profile.name}", "about:blank",
         ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
