@@ -224,6 +224,43 @@ def test_https_needs_a_matching_certificate_and_key(tmp_path):
     assert access_token(serve_config(host="0.0.0.0", token="mine")) == ("mine", False)
 
 
+def test_a_session_keeps_the_newest_frame_counts_drops_and_frees_its_state_on_close():
+    import av
+
+    from lp_live.face import HaarFaceDetector
+    from lp_live.pipeline import DEFAULT_SOURCE, read_image
+    from lp_live.server.sessions import Session, Settings
+    from lp_live.server.sources import make_source
+
+    source = make_source("default", read_image(DEFAULT_SOURCE), HaarFaceDetector(), input_size=128, photo_side=256,
+                         device="cpu")
+
+    async def scenario():
+        wake = asyncio.Event()
+        session = Session("s", source, Settings(mode="baseline", paste_back=False, mirror=False), HaarFaceDetector())
+        frames = [av.VideoFrame.from_ndarray(np.full((64, 64, 3), i, np.uint8), format="rgb24") for i in range(3)]
+        for frame in frames:
+            session.offer_frame(frame, wake)
+        taken, again = session.take(), session.take()
+        for i in range(2):
+            session.deliver(np.full((8, 8, 3), i, np.uint8), taken.t_received, 5.0)
+        out, _ = session.output.get_nowait()
+        problems = [session.control({"mode": "fast"}, ("baseline", "optimized")),
+                    session.control({"mirror": "yes"}, ("baseline",)), session.control({"volume": 3}, ("baseline",))]
+        assert session.control({"mode": "optimized", "stitching": False}, ("baseline", "optimized")) is None
+        session.close()
+        session.offer_frame(frames[0], wake)
+        return session, taken, again, out, problems, wake.is_set()
+
+    session, taken, again, out, problems, woken = asyncio.run(scenario())
+    assert taken.frame.to_ndarray(format="rgb24")[0, 0, 0] == 2 and again is None  # the newest won
+    assert session.dropped_in == 2 and session.frames_in == 3
+    assert out[0, 0, 0] == 1 and session.dropped_out == 1  # the encoder gets the newest animated frame
+    assert all(p and "\n" not in p for p in problems)
+    assert session.settings.mode == "optimized" and session.settings.options.stitching is False
+    assert session.engine_state is None and session.pending is None and session.frames_in == 3 and woken
+
+
 def test_image_size_reads_headers(assets):
     assert image_size((assets / "s6.jpg").read_bytes()) == (725, 725)
     assert image_size(_png_header(640, 480)) == (640, 480)
