@@ -40,7 +40,7 @@ from ..face import create_detector
 from ..models import SYNTHETIC, LivePortraitModels
 from ..pipeline import DEFAULT_SOURCE, engine_factory, load_models, read_image, resolve_device, unmet_requests
 from ..smoothing import MotionSmoother
-from .engines import EnginePool
+from .engines import EnginePool, warm_up
 from .scheduler import Scheduler
 from .sessions import AnimatedTrack, Session, Settings
 from .sources import DEFAULT_ID, NoFaceError, SourceError, SourceStore, decode_photo, make_source
@@ -117,9 +117,12 @@ class Server:
                                  "(no landmark ratios per stream); the other options are")
         for line in self.warnings:
             log.warning("%s", line)
-        await self.scheduler.call(self.scheduler.pool.get, cfg.engine.mode)  # the first engine, built now
         default = await asyncio.to_thread(self._make_source, DEFAULT_ID, read_image(DEFAULT_SOURCE))
         self.sources.add(default)
+        # the first engine, built and run once now (compilation, graphs) instead of on someone's first frame
+        t0 = time.perf_counter()
+        await self.scheduler.call(warm_up, self.scheduler.pool, cfg.engine.mode, default.input)
+        log.info("%s engine ready in %.1f s", cfg.engine.mode, time.perf_counter() - t0)
         self.scheduler.start()
         self._spawn(self._reap_idle())
 

@@ -104,3 +104,8 @@ def animate(pool: EnginePool, mode: str, slots: Sequence[Slot]) -> np.ndarray:
                     for row, slot in zip(rows, slots)]
             motion = Motion(**{f.name: torch.cat([getattr(r, f.name) for r in rows]) for f in fields(Motion)})
         return engine.animate_batch(states, motion)
+
+
+def warm_up(pool: EnginePool, mode: str, crop: np.ndarray) -> None:
+    """Build the `mode` engine and run one frame (a throwaway session driven by its own source)."""
+    animate(pool, mode, [Slot(SessionEngineState(crop), AnimateOptions(), crop)])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import statistics
 import time
 from collections import defaultdict, deque
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 ROLLING = 200  # steps behind the step figures
 LOG_LENGTH = 4096  # steps remembered (serve-bench reads a time window of them)
+HOST_THREADS = min(8, os.cpu_count() or 1)
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Scheduler:
         self.sessions: dict[str, Session] = {}
         self.wake = asyncio.Event()
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="lp-live-step")
+        self.host = ThreadPoolExecutor(HOST_THREADS, thread_name_prefix="lp-live-host")  # per-session host work
         self.steps = 0
         self.frames = 0
         # (perf_counter() at the end of the step, its milliseconds, its frames)
@@ -96,6 +99,7 @@ class Scheduler:
         for session_id in list(self.sessions):
             self.remove(session_id)
         self.worker.shutdown(wait=True, cancel_futures=True)
+        self.host.shutdown(wait=True)
 
     async def call(self, fn, *args) -> Any:
         """Run `fn(*args)` on the step thread (where the engines live)."""
@@ -122,7 +126,9 @@ class Scheduler:
         t0 = time.perf_counter()
         batches: dict[str, list[tuple[Job, Slot]]] = defaultdict(list)
         held: list[Result] = []
-        for job in jobs:
+        # host work of every session at once: decode to RGB, track the face, crop (OpenCV releases the GIL)
+        crops = list(self.host.map(lambda job: self._driving_crop(job.session, job.driving), jobs))
+        for job, crop in zip(jobs, crops):
             s = job.session
             state = s.engine_state
             if state is None:  # closed since it was taken
@@ -132,7 +138,6 @@ class Scheduler:
                 state.reanchor()
                 if s.smoother is not None:
                     s.smoother.reset()
-            crop = self._driving_crop(s, job.driving)
             if crop is None:  # no face: hold the last frame (or show the still photo)
                 s.frames_without_face += 1
                 held.append(Result(s, self._still(s), job.driving.t_received, 0.0))
@@ -145,10 +150,13 @@ class Scheduler:
             generated = animate(self.pool, mode, [slot for _, slot in entries])
             engine_ms = (time.perf_counter() - t_engine) * 1e3
             self.per_frame_ms[mode].append(engine_ms / len(entries))
-            for (job, _), image in zip(entries, generated):
-                s = job.session
+
+            def finish(entry: tuple[Job, Slot], image: np.ndarray, engine_ms: float = engine_ms) -> Result:
+                s = entry[0].session
                 out = s.source.paster(image) if s.settings.paste_back else image
-                results.append(Result(s, out, job.driving.t_received, engine_ms))
+                return Result(s, out, entry[0].driving.t_received, engine_ms)
+
+            results.extend(self.host.map(finish, entries, generated))
         self.steps += 1
         self.frames += len(results)
         t1 = time.perf_counter()
