@@ -8,6 +8,7 @@ cheaply; then OpenCV decodes it and the face detector must find a face. The stor
 
 from __future__ import annotations
 
+import functools
 import secrets
 import struct
 import threading
@@ -74,11 +75,17 @@ class Source:
     id: str
     photo: np.ndarray  # RGB uint8, longer side at most photo_side, even sides
     crop: Crop
-    paster: PasteBack
+    generated_size: int
+    device: torch.device
 
     @property
     def input(self) -> np.ndarray:
         return self.crop.input
+
+    @functools.cached_property
+    def paster(self) -> PasteBack:
+        """Built when a stream first pastes back: its tensors are tens of MB for a large photo."""
+        return PasteBack(self.photo, self.crop, generated_size=self.generated_size, device=self.device)
 
 
 def make_source(source_id: str, image: np.ndarray, detector: FaceDetector, *, input_size: int, photo_side: int,
@@ -89,7 +96,7 @@ def make_source(source_id: str, image: np.ndarray, detector: FaceDetector, *, in
     if face is None:
         raise NoFaceError("no face found in the photo; send a photo with one clear, frontal face")
     crop = crop_face(photo, face, SOURCE_CROP, input_size=input_size)
-    return Source(source_id, photo, crop, PasteBack(photo, crop, generated_size=2 * input_size, device=device))
+    return Source(source_id, photo, crop, 2 * input_size, torch.device(device))
 
 
 class SourceStore:
