@@ -5,6 +5,8 @@
     lp-live bench --json                                 baseline vs optimized, measured
     lp-live download-weights [DIR]                       fetch the official weights
     lp-live doctor                                       what this machine has, and what to do
+    lp-live serve [--host H --token T]                   a browser page animated over WebRTC
+    lp-live serve-bench --json PATH                      N loopback clients against the server, measured
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import typing
 from pathlib import Path
 
 from . import __version__, cpuload, cputune, signals
-from .config import Config, add_flags, load_config, overrides_from_args
+from .config import RUN_SECTIONS, Config, add_flags, load_config, overrides_from_args
 from .errors import UserError
 from .hotkeys import describe as describe_hotkeys
 
@@ -57,7 +59,7 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="lp-live",
         description="Animate a portrait photo with a webcam or a driving video (LivePortrait networks).",
         epilog=f"hotkeys (preview window, or the terminal): {describe_hotkeys()}. "
-        "Other commands: lp-live bench | download-weights [DIR] | doctor (each has --help).",
+        "Other commands: lp-live bench | download-weights [DIR] | doctor | serve | serve-bench (each has --help).",
     )
     p.add_argument("--version", action="version", version=f"lp-live {__version__}")
     p.add_argument("--source", type=Path, help="the photo to animate (default: the packaged NASA astronaut portrait)")
@@ -71,7 +73,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-cameras", action="store_true", help="list camera indices that open, then exit")
     p.add_argument("--side-by-side", action="store_true", help="render driving | output side by side")
     _add_common_flags(p)
-    add_flags(p)
+    add_flags(p, RUN_SECTIONS)
     return p
 
 
@@ -225,7 +227,68 @@ def cmd_doctor(argv: list[str]) -> int:
     return 0 if print_report(run_checks()) else 1
 
 
-COMMANDS = {"bench": cmd_bench, "download-weights": cmd_download, "doctor": cmd_doctor}
+SERVE_SECTIONS = ("engine", "animation", "face", "serve")
+
+
+def _serve_package():
+    try:
+        from . import server
+    except ImportError as e:
+        raise UserError(f"lp-live serve needs aiohttp and aiortc ({e}): pip install 'lp-live[serve]'") from None
+    return server
+
+
+def cmd_serve(argv: list[str]) -> int:
+    import asyncio
+
+    p = Parser(prog="lp-live serve",
+               description="Serve a page where a webcam drives the portrait over WebRTC, many people on one engine.")
+    _add_common_flags(p)
+    add_flags(p, SERVE_SECTIONS)
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
+    logging.getLogger("lp_live").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    cfg = config_from_args(args)
+    asyncio.run(_serve_package().serve_forever(cfg))
+    return 0
+
+
+def cmd_serve_bench(argv: list[str]) -> int:
+    p = Parser(prog="lp-live serve-bench",
+               description="Start the server on loopback and N aiortc clients streaming a video; measure it.")
+    p.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON")
+    p.add_argument("--clients", nargs="+", type=_count(1), default=[1, 2, 4], metavar="N",
+                   help="numbers of simultaneous clients, one run each (default: 1 2 4)")
+    p.add_argument("--seconds", type=float, default=30.0, help="measured time per run (default: 30)")
+    p.add_argument("--warmup", type=float, default=None,
+                   help="seconds streamed before measuring (default: until every client got a frame)")
+    p.add_argument("--driving", type=Path, help="driving video (default: the reference kit's d0.mp4 beside a "
+                   "checkout)")
+    p.add_argument("--side", type=_count(64), metavar="PX",
+                   help="resize the driving frames to PX x PX before sending (default: the video's size)")
+    p.add_argument("--fps", type=float, default=None, help="frames per second each client sends (default: the "
+                   "video's)")
+    _add_common_flags(p)
+    add_flags(p, SERVE_SECTIONS)
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
+    if getattr(args, "engine.weights") is None:
+        setattr(args, "engine.weights", "synthetic")
+    cfg = config_from_args(args)
+    _serve_package()
+    from .server import bench as serve_bench
+
+    results = serve_bench.run(cfg, clients=args.clients, seconds=args.seconds, warmup=args.warmup,
+                              driving=args.driving, side=args.side, fps=args.fps)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(serve_bench.format_table(results))
+    return 0
+
+
+COMMANDS = {"bench": cmd_bench, "download-weights": cmd_download, "doctor": cmd_doctor, "serve": cmd_serve,
+            "serve-bench": cmd_serve_bench}
 
 
 def _configure_cpu_threading(argv: list[str], *, bench: bool) -> None:
@@ -256,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
     with signals.handled():
         try:
-            if command in (cmd_run, cmd_bench):
+            if command in (cmd_run, cmd_bench, cmd_serve, cmd_serve_bench):
                 _configure_cpu_threading(argv, bench=command is cmd_bench)
             code = command(argv)
         except UserError as e:

@@ -137,15 +137,44 @@ class StreamConfig:
                          "this one, 1 runs one frame at a time", low=1, high=2)
 
 
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else f"{value} is not a TCP port; use 1..65535 (0: any free port)"
+
+
+@dataclass
+class ServeConfig:
+    """`lp-live serve`: the browser page, its HTTP API and its limits (see the README's "Serve" section)."""
+
+    host: str = opt("127.0.0.1", "address to listen on; anything but loopback needs an access token")
+    port: int = opt(8080, "TCP port to listen on (0: any free port)", check=_port, allowed="0..65535")
+    token: str | None = opt(None, "access token for the page, the API and the offer; null on a non-loopback "
+                            "host: one is generated and printed once")
+    cert: str | None = opt(None, "TLS certificate (PEM) for HTTPS; browsers give the camera only to HTTPS "
+                           "pages or localhost")
+    key: str | None = opt(None, "TLS private key (PEM) matching --cert")
+    max_sessions: int = opt(4, "most streams animated at once; more get 'server full' (503)", low=1, high=256)
+    max_upload_mb: float = opt(10.0, "largest source photo upload in MB", low=0.01, high=200.0)
+    max_pixels: int = opt(25_000_000, "largest source photo in pixels (width x height), checked before decoding",
+                          low=4096, high=200_000_000)
+    max_sdp_kb: int = opt(64, "largest WebRTC offer in KB", low=1, high=1024)
+    max_sources: int = opt(64, "uploaded photos kept (the oldest unused one is forgotten first)", low=1, high=10000)
+    idle_timeout_s: float = opt(30.0, "close a stream that sent no frame for this many seconds",
+                                low=1.0, high=86400.0)
+    photo_side: int = opt(1280, "longer side of a source photo after upload (the output size with paste-back)",
+                          low=128, high=4096)
+
+
 @dataclass
 class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     animation: AnimationConfig = field(default_factory=AnimationConfig)
     face: FaceConfig = field(default_factory=FaceConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 SECTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Config))
+RUN_SECTIONS: tuple[str, ...] = tuple(s for s in SECTIONS if s != "serve")  # the flags of `lp-live` itself
 
 
 # ---------------------------------------------------------------------------------------------

@@ -313,15 +313,7 @@ def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortra
     warnings = unmet_requests(config, device, detector)
     for line in warnings:
         log.warning("%s", line)
-    optimized_kwargs = eng.optimized_kwargs()
-    if eng.kernels == "on" and not kernels_runnable(device):
-        optimized_kwargs["kernels"] = None  # the default layout for this device (the warning says so)
-
-    def factory(mode: str) -> EngineBase:
-        if mode == "optimized":
-            return create_engine(mode, models, device, input_size=eng.input_size, **optimized_kwargs)
-        return create_engine(mode, models, device, input_size=eng.input_size)
-
+    factory = engine_factory(config, models, device)
     options = anim.options()
     smoother = MotionSmoother(anim.smoothing_min_cutoff, anim.smoothing_beta) if anim.smoothing else None
     animator = Animator(
@@ -339,6 +331,21 @@ def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortra
     )
     animator.warnings = tuple(warnings)
     return animator
+
+
+def engine_factory(config: Config, models: LivePortraitModels, device: torch.device) -> Callable[[str], EngineBase]:
+    """mode -> a new engine for that mode, as the configuration asks (built when called)."""
+    eng = config.engine
+    optimized_kwargs = eng.optimized_kwargs()
+    if eng.kernels == "on" and not kernels_runnable(device):
+        optimized_kwargs["kernels"] = None  # the default layout for this device (unmet_requests warns)
+
+    def factory(mode: str) -> EngineBase:
+        if mode == "optimized":
+            return create_engine(mode, models, device, input_size=eng.input_size, **optimized_kwargs)
+        return create_engine(mode, models, device, input_size=eng.input_size)
+
+    return factory
 
 
 def unmet_requests(config: Config, device: torch.device, detector: FaceDetector) -> list[str]:
