@@ -13,7 +13,7 @@ import cv2  # noqa: F401
 from .capture import CapturedFrame, CaptureError, FrameSource, list_cameras, open_source
 from .controls import KEYS, Controls, TerminalKeys
 from .hud import GpuMonitor, HudInfo, draw_hud, hud_lines
-from .live import Animator, OutputFrame, run_live
+from .live import LiveAnimator, OutputFrame, run_live
 from .metrics import LiveStats
 from .queues import LatestQueue, QueueClosed
 from .sinks import (
@@ -33,7 +33,6 @@ from .sinks import (
 __all__ = [
     "KEYS",
     "MODPROBE",
-    "Animator",
     "CaptureError",
     "CapturedFrame",
     "Controls",
@@ -42,6 +41,7 @@ __all__ = [
     "GpuMonitor",
     "HudInfo",
     "LatestQueue",
+    "LiveAnimator",
     "LiveStats",
     "NullSink",
     "OutputFrame",

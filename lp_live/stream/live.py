@@ -51,13 +51,14 @@ JOIN_TIMEOUT_S = 10.0  # shutdown: how long to wait for a stage to finish its cu
 PRIMARY_ORDER = ("window", "virtualcam", "file", "null")
 
 
-class Animator(Protocol):
-    """What the live path needs from `lp_live.pipeline.Animator`."""
+class LiveAnimator(Protocol):
+    """What the live path drives (`lp_live.pipeline.Animator` is one); the stream package does
+    not import the engine or the pipeline."""
 
     modes: tuple[str, ...]
     mode: str
     paste_back: bool
-    options: Any  # AnimateOptions; `stitching` is toggled
+    options: Any  # AnimateOptions; `s` replaces them with `stitching` toggled (never mutates them)
     weights_kind: str
     device: Any
 
@@ -129,7 +130,7 @@ class InferenceThread(threading.Thread):
     work of the other; animators with only `process` run one at a time).
     """
 
-    def __init__(self, animator: Animator | Callable[[], Animator], inp: LatestQueue[CapturedFrame],
+    def __init__(self, animator: LiveAnimator | Callable[[], LiveAnimator], inp: LatestQueue[CapturedFrame],
                  outs: list[LatestQueue[OutputFrame]], controls: Controls, metrics: LiveMetrics,
                  stop: threading.Event, *, max_frames: int | None = None, calibrate_frames: int = 0,
                  in_flight: int = 1, on_frame: Callable[[OutputFrame], None] | None = None) -> None:
@@ -137,7 +138,7 @@ class InferenceThread(threading.Thread):
         if in_flight not in DEPTHS:
             raise ValueError(f"in_flight must be 1 or 2, got {in_flight}")
         self._factory = None if hasattr(animator, "process") else animator
-        self.animator: Animator | None = None if self._factory else animator
+        self.animator: LiveAnimator | None = None if self._factory else animator
         self.inp, self.outs, self.controls, self.metrics, self.stop = inp, outs, controls, metrics, stop
         self.max_frames = max_frames
         self.calibrate_frames = calibrate_frames
@@ -383,7 +384,7 @@ def _primary(sinks: list[Sink]) -> str | None:
     return sinks[0].name if sinks else None
 
 
-def run_live(animator: Animator | Callable[[], Animator], camera: str | FrameSource, config: StreamConfig, *,
+def run_live(animator: LiveAnimator | Callable[[], LiveAnimator], camera: str | FrameSource, config: StreamConfig, *,
              max_frames: int | None = None, stats_json: str | Path | None = None,
              output: str | Path | None = None, sinks: list[Sink] | None = None,
              controls: Controls | None = None, keyboard: bool = True,
