@@ -46,6 +46,7 @@ from .compiled import FrozenCompiled, StageGraphs, inductor_cache_dir, packed, u
 from .fast import FastGenerator, FastMotion, FastWarping, to_uint8
 from .plan import default_plan
 from .precision import NAMES, resolve_precisions
+from .transfer import PinnedTransfers
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,7 @@ class OptimizedEngine(EngineBase):
 
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._graphs = StageGraphs(self.stream) if self.uses_cuda_graph else None
-        self._staging: dict[tuple, tuple[torch.Tensor, torch.cuda.Event]] = {}
-        self._free_pinned: dict[tuple[int, ...], list[torch.Tensor]] = {}  # download buffers, by shape
+        self._transfers = PinnedTransfers(self.device)
         self.asynchronous = self.stream is not None  # `submit` queues on the stream and returns
         log.info("optimized engine on %s: W/G in %s (%s), compile=%s, cuda_graph=%s, plan=%s", self.device,
                  self.precision, self.precision_source, compile, self.uses_cuda_graph, self.plan)
@@ -154,7 +154,7 @@ class OptimizedEngine(EngineBase):
         if images.ndim == 3:
             images = images[None]
         with self.timer.stage("copy_h2d"):
-            x = self._upload(np.ascontiguousarray(images))
+            x = self._transfers.upload(np.ascontiguousarray(images))
         x = x.permute(0, 3, 1, 2).float() / 255.0  # (B, H, W, 3) uint8 -> (B, 3, H, W)
         size = self.input_size
         if x.shape[2:] != (size, size):
@@ -162,20 +162,6 @@ class OptimizedEngine(EngineBase):
             # intermediate rounding to uint8
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         return x.clamp(0, 1).contiguous()
-
-    def _upload(self, images: np.ndarray) -> torch.Tensor:
-        host = torch.from_numpy(images)
-        if self.device.type != "cuda":
-            return host.to(self.device)
-        key = tuple(host.shape)
-        if key not in self._staging:
-            self._staging[key] = (torch.empty(key, dtype=torch.uint8, pin_memory=True), torch.cuda.Event())
-        pinned, done = self._staging[key]
-        done.synchronize()  # the previous copy out of this buffer has finished (normally long ago)
-        pinned.copy_(host)
-        x = pinned.to(self.device, non_blocking=True)
-        done.record()
-        return x
 
     def source_features(self, image: torch.Tensor) -> torch.Tensor:
         # once per source: the shared float32 F, eager
@@ -298,7 +284,7 @@ class OptimizedEngine(EngineBase):
     def _download(self, image: torch.Tensor) -> np.ndarray:
         if self.device.type != "cuda":
             return image.numpy()
-        return self._download_async(image).result()  # the only host wait of the frame
+        return self._transfers.download(image).result()  # the only host wait of the frame
 
     # -- split per-frame path (CUDA): queue the whole frame, wait for it in `result()` -------
     @contextlib.contextmanager
@@ -325,38 +311,7 @@ class OptimizedEngine(EngineBase):
             return super().submit(source, motion, anchor=anchor, options=options, ratios=ratios)
         with self.launching():
             x_d = self.driving_keypoints(source, motion, anchors=anchor, options=options, ratios=ratios)
-            return self._download_async(self._generate_on_device(source, x_d)[0])
-
-    def _download_async(self, image: torch.Tensor) -> PendingImage:
-        """Queue the non-blocking copy of a uint8 image ((H, W, 3) or (B, H, W, 3)) into a pinned
-        buffer of its own: a buffer goes back to the free list only when `result()` has read it."""
-        key = tuple(image.shape)
-        free = self._free_pinned.setdefault(key, [])
-        pinned = free.pop() if free else torch.empty(key, dtype=torch.uint8, pin_memory=True)
-        pinned.copy_(image, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()  # on the engine's stream, after the copy
-        return _PinnedImage(pinned, done, free)
-
-
-class _PinnedImage(PendingImage):
-    """A frame on its way into a pinned host buffer; the buffer returns to `free` once read."""
-
-    def __init__(self, pinned: torch.Tensor, done: torch.cuda.Event, free: list[torch.Tensor]) -> None:
-        super().__init__(np.empty(0, np.uint8))
-        self._pinned, self._done, self._free = pinned, done, free
-        self._read = False
-
-    def ready(self) -> bool:
-        return self._read or self._done.query()
-
-    def result(self) -> np.ndarray:
-        if not self._read:
-            self._done.synchronize()  # the frame's only host wait
-            self._image = self._pinned.numpy().copy()
-            self._free.append(self._pinned)
-            self._read = True
-        return self._image
+            return self._transfers.download(self._generate_on_device(source, x_d)[0])
 
 
 def _feature_grid(models, input_size: int) -> tuple[int, int, int]:
