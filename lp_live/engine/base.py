@@ -40,7 +40,7 @@ class Ratios:
     lip: torch.Tensor
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SourceVolumes:
     """Source-only tensors of W, precomputed in the layout the engine samples them in."""
 
@@ -48,7 +48,7 @@ class SourceVolumes:
     compressed: torch.Tensor  # (1, 4, D, H, W): W's dense-motion `compress_source(feature)`
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SourceState:
     """Everything about one source that does not change per frame, prepared by one engine.
 
@@ -65,7 +65,7 @@ class SourceState:
     volumes: SourceVolumes | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class Anchor:
     """The driving pose that maps to the source's own pose; owned by the caller, one per driving stream.
 
@@ -109,11 +109,13 @@ class PendingImage:
 
 @runtime_checkable
 class Engine(Protocol):
-    """What the pipeline needs from an engine.
+    """What the pipeline, the bench and the server type against (not `EngineBase`).
 
     Images are RGB uint8 (H, W, 3) numpy arrays, ideally already crops of the engine's
     `input_size` (256 by default; others are resized). `animate` returns the generated
     (2 * input_size, 2 * input_size, 3) RGB uint8 frame: 512x512 at the default size.
+    `prepare_source` once per source; every frame then names its `SourceState`, the caller's
+    `Anchor` for that driving stream (filled from the first frame) and the `AnimateOptions`.
 
     The live path splits a frame: inside `launching()` it runs `extract_motion` and `submit`,
     which returns a `PendingImage` at once where `asynchronous` is true (work queued on the

@@ -15,7 +15,8 @@ from ..kernels import triton_available
 
 @dataclass(frozen=True)
 class RewritePlan:
-    """Memory formats and conv rewrites of the optimized copies (measurements: `default_plan`).
+    """Memory formats, conv rewrites and W's sampler of the optimized copies (measurements:
+    `default_plan`); `fast.py` applies it once, when the copies are built.
 
     generator_channels_last: G's weights and activations channels_last.
     warping_channels_last: W's Conv3d weights and activations channels_last_3d.
@@ -28,12 +29,12 @@ class RewritePlan:
     sample_channels_last: cache the source volumes channels_last_3d: each sample reads one
         contiguous run of channels (PyTorch's CPU grid sampler: 47 -> 21 ms for the warp).
     split_sampling: split the batch-1 warp's depth over the intra-op threads (`grid_sample_split`).
-    separable_sampling: sample the compressed volume for the 22 slots with three 1-D
-        interpolations instead of grid_sample (`translated_samples`).
-    kernels: build the hourglass input (22-slot sampling + heatmaps), the softmax-weighted
-        deformation and the warp with `lp_live.kernels` (fused Triton kernels on CUDA, their
-        PyTorch reference elsewhere), without materialising the repeated volume or the
-        (B, 22, D, H, W, 3) sparse motions.
+    separable_sampling: `SeparableSampler`: sample the compressed volume for the 22 slots with
+        three 1-D interpolations instead of grid_sample (`translated_samples`).
+    kernels: `FusedSampler`: the hourglass input (22-slot sampling + heatmaps), the
+        softmax-weighted deformation and the warp by the fused kernels of `lp_live.kernels`
+        (Triton on CUDA, their PyTorch reference elsewhere), without materialising the repeated
+        volume or the (B, 22, D, H, W, 3) sparse motions. Otherwise `GridSampleSampler`.
     """
 
     generator_channels_last: bool
