@@ -117,6 +117,25 @@ def test_a_state_per_slot_must_match_the_batch(baseline, prepared):
                                    options=AnimateOptions())
 
 
+def test_the_callers_anchor_is_filled_once_and_reset(baseline, prepared):
+    """The engine fills an empty anchor from the first frame and keeps it; after `reset()` the
+    next frame is the neutral pose (the source's own keypoints, stitched). The source is immutable."""
+    motion, source, options = prepared["motion"], prepared["A"], AnimateOptions()
+    anchor = Anchor()
+    with torch.no_grad():
+        neutral = baseline.driving_keypoints(source, motion.map(lambda t: t[:1]), anchors=anchor, options=options)
+        filled = anchor.motion
+        moved = baseline.driving_keypoints(source, motion.map(lambda t: t[1:2]), anchors=anchor, options=options)
+        assert anchor.motion is filled and torch.equal(filled.kp, motion.kp[:1])
+        anchor.reset()
+        again = baseline.driving_keypoints(source, motion.map(lambda t: t[1:2]), anchors=anchor, options=options)
+    assert torch.equal(anchor.motion.kp, motion.kp[1:2])
+    assert (moved - neutral).abs().max() > 1e-4
+    torch.testing.assert_close(again, neutral, rtol=0, atol=1e-6)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        source.lip_delta = None
+
+
 # ---------------------------------------------------------------------------------------------
 # whole frames: baseline (float32) and optimized (bf16, eager)
 # ---------------------------------------------------------------------------------------------
