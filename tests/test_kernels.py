@@ -196,7 +196,10 @@ def test_bench_runs_on_cpu():
                                       "hourglass_input", "softmax_deformation"}
     for timing in [*result["kernels"].values(), result["samplers"]]:
         assert all(v == v and v >= 0 for v in timing.values())  # finite, not NaN
-        assert timing["max_abs_diff"] < 1e-5
+    assert all(timing["max_abs_diff"] < 1e-5 for timing in result["kernels"].values())
+    # the PyTorch sampler sums the deformation as a matmul, the fused one slot by slot: the warped
+    # volume (|values| up to ~4) differs in float32 rounding
+    assert result["samplers"]["max_abs_diff"] < 1e-4
     assert "W sampling" in format_kernel_benchmarks(result)
 
 
