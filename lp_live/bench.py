@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ import platform
 import statistics
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ import torch
 from . import cputune
 from .config import Config
 from .cpuload import CompetingLoad
-from .engine import EngineBase, create_engine
+from .engine import Anchor, AnimateOptions, Engine, create_engine
 from .engine.base import StageTimer
 from .models import load_liveportrait
 from .models.download import resolve_weights
@@ -206,23 +207,24 @@ def stage_breakdown(timer: StageTimer, step_ms: list[float]) -> dict[str, float]
     return {**means, "other": statistics.fmean(step_ms) - outer if step_ms else float("nan")}
 
 
-def stage_pass(engine: EngineBase, state, batches: list[np.ndarray]) -> tuple[dict[str, float], float]:
-    """A separate pass with the stage timer on (it synchronises at stage edges on CUDA):
-    (`stage_breakdown`, mean ms per step of this pass)."""
+def stage_pass(engine: Engine, step: Callable[[np.ndarray], np.ndarray],
+               batches: list[np.ndarray]) -> tuple[dict[str, float], float]:
+    """A separate pass of `step` (one engine step) with the stage timer on (it synchronises at
+    stage edges on CUDA): (`stage_breakdown`, mean ms per step of this pass)."""
     step_ms = []
     engine.timer.reset()
     engine.timer.enabled = True
     try:
         for frames in batches:
             t0 = time.perf_counter()
-            engine.animate_batch(state, frames)
+            step(frames)
             step_ms.append((time.perf_counter() - t0) * 1e3)
     finally:
         engine.timer.enabled = False
     return stage_breakdown(engine.timer, step_ms), statistics.fmean(step_ms)
 
 
-def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray], *, warmup: int, timed: int,
+def measure_mode(engine: Engine, source: np.ndarray, frames: list[np.ndarray], *, warmup: int, timed: int,
                  batch: int, stages: bool, load: CompetingLoad | None = None) -> dict[str, Any]:
     """Time one engine: source preparation, warm-up (with compile), timed steps (with the stage
     timer on a CPU, where it costs nothing), a per-stage pass on CUDA; `load` runs during the
@@ -236,6 +238,8 @@ def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
     with torch.no_grad():
         state = engine.prepare_source(source)
     source_ms = (time.perf_counter() - t0) * 1e3
+    # one driving stream: its anchor is the first warm-up frame, as in the live app
+    step = functools.partial(engine.animate_batch, state, anchors=Anchor(), options=AnimateOptions())
 
     def batch_at(i: int) -> np.ndarray:
         return np.stack([frames[(i * batch + j) % len(frames)] for j in range(batch)])
@@ -244,7 +248,7 @@ def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
     with torch.no_grad():
         for i in range(warmup):
             t0 = time.perf_counter()
-            engine.animate_batch(state, batch_at(i))
+            step(batch_at(i))
             warm_times.append(time.perf_counter() - t0)
             peak_rss = max(peak_rss, rss_mb())
         latencies = []
@@ -258,7 +262,7 @@ def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
             try:
                 for i in range(timed):
                     t0 = time.perf_counter()
-                    out = engine.animate_batch(state, batch_at(warmup + i))  # returns host uint8: synchronised
+                    out = step(batch_at(warmup + i))  # returns host uint8: synchronised
                     latencies.append((time.perf_counter() - t0) * 1e3)
                     peak_rss = max(peak_rss, rss_mb())
             finally:
@@ -267,7 +271,7 @@ def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
             if inline_stages:
                 stage_ms = stage_breakdown(engine.timer, latencies)
             elif stages:
-                stage_ms, stage_step_ms = stage_pass(engine, state, [batch_at(i) for i in range(max(1, min(timed, 5)))])
+                stage_ms, stage_step_ms = stage_pass(engine, step, [batch_at(i) for i in range(max(1, min(timed, 5)))])
     compile_here = {k: v for k, v in (getattr(engine, "compile_seconds", None) or {}).items()
                     if k.endswith(f"@{batch}")}
     result: dict[str, Any] = {
@@ -302,17 +306,18 @@ def measure_mode(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray
     return result
 
 
-def profile_step(engine: EngineBase, source: np.ndarray, frames: list[np.ndarray], path: Path) -> None:
+def profile_step(engine: Engine, source: np.ndarray, frames: list[np.ndarray], path: Path) -> None:
     """torch.profiler table of one (already warm) step of `engine`, written to `path`."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if engine.device.type == "cuda" else [])
     with torch.no_grad():
-        state = engine.prepare_source(source)
+        step = functools.partial(engine.animate_batch, engine.prepare_source(source), anchors=Anchor(),
+                                 options=AnimateOptions())
         batch = np.stack(frames[:1])
-        engine.animate_batch(state, batch)
+        step(batch)
         with profile(activities=activities, record_shapes=False) as prof:
-            engine.animate_batch(state, batch)
+            step(batch)
     sort = "cuda_time_total" if engine.device.type == "cuda" else "cpu_time_total"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"one {engine.name} step on {device_name(engine.device)}\n"
@@ -391,8 +396,7 @@ def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int
         # fp16 on CUDA, as the optimized engine runs W there; fp32 elsewhere (the reference path)
         dtype = torch.float16 if on_cuda else torch.float32
         results["kernels"] = run_kernel_benchmarks(device, dtype, repeats=50 if on_cuda else 3,
-                                                   warmup=5 if on_cuda else 1, batch=batches[0],
-                                                   warping_module=models.warping_module)
+                                                   warmup=5 if on_cuda else 1, batch=batches[0])
     results["meta"]["compiled"] = compile_counts()  # the whole process: the modes and any kernel bench
     return results
 

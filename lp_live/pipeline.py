@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .config import Config
-from .engine import AnimateOptions, EngineBase, PendingImage, Ratios, SourceState, create_engine
+from .engine import Anchor, AnimateOptions, Engine, PendingImage, Ratios, SourceState, create_engine
 from .errors import UserError
 from .face import DRIVING_CROP, SOURCE_CROP, Crop, Face, FaceDetector, PasteBack, create_detector, crop_face
 from .face.detector import HaarFaceDetector
@@ -131,12 +131,16 @@ class PendingFrame:
 class Animator:
     """Animates one source photo from driving frames, with switchable engines and options.
 
+    It owns the driving state: the `Anchor` (one driving stream, kept across engine switches)
+    and the `AnimateOptions`; each engine owns only its prepared `SourceState`.
+
     Args:
         source_rgb: the photo, RGB uint8 (scaled to at most 1280 and trimmed to even sides).
         engine_factory: mode -> engine, called once per mode on first use.
         detector: face detector for the source and the driving frames.
         mode: the first engine to use.
-        options: keypoint options shared by all engines (toggle-able between frames).
+        options: keypoint options for every engine; the Animator owns them (`options` is
+            replaced, never mutated, between frames: a frame in flight keeps its own).
         paste_back: paste the animated face back into the photo.
         crop_driving: crop driving frames around the detected face (off: use whole frames,
             for driving videos that are already face crops).
@@ -148,7 +152,7 @@ class Animator:
     def __init__(
         self,
         source_rgb: np.ndarray,
-        engine_factory: Callable[[str], EngineBase],
+        engine_factory: Callable[[str], Engine],
         detector: FaceDetector,
         *,
         mode: str = "optimized",
@@ -173,8 +177,9 @@ class Animator:
         self.warnings: tuple[str, ...] = ()  # requests that cannot be honoured here (logged once, shown on the HUD)
         self.frames_without_face = 0
         self._engine_factory = engine_factory
-        self._engines: dict[str, EngineBase] = {}
-        self._states: dict[str, SourceState] = {}
+        self.anchor = Anchor()  # the driving stream's neutral pose, shared by the engines
+        self._engines: dict[str, Engine] = {}
+        self._sources: dict[str, SourceState] = {}  # per engine, prepared once
         self._last_motion: Motion | None = None
         self._last_output: np.ndarray | None = None
 
@@ -190,31 +195,23 @@ class Animator:
         self.set_mode(mode)
 
     # -- engines -----------------------------------------------------------------------------
-    def engine(self, mode: str) -> EngineBase:
+    def engine(self, mode: str) -> Engine:
         if mode not in self.modes:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(self.modes)}")
         if mode not in self._engines:
             engine = self._engine_factory(mode)
             self._engines[mode] = engine
-            self._states[mode] = engine.prepare_source(
-                self.source_crop.input, options=self.options, ratios=self.source_ratios
-            )
+            self._sources[mode] = engine.prepare_source(self.source_crop.input, ratios=self.source_ratios)
         return self._engines[mode]
 
     def set_mode(self, mode: str) -> None:
-        """Use engine `mode` from the next frame on, keeping the driving anchor."""
+        """Use engine `mode` from the next frame on (the anchor is the Animator's: it is kept)."""
         self.engine(mode)
-        previous = self._states.get(self.mode)
-        state = self._states[mode]
-        if previous is not None and previous is not state:
-            state.anchor, state.anchor_x = previous.anchor, previous.anchor_x
-            state.expression_scale = previous.expression_scale
         self.mode = mode
 
     def reanchor(self) -> None:
         """Take the next driving frame as the neutral pose (the source's own pose)."""
-        for state in self._states.values():
-            state.reanchor()
+        self.anchor.reset()
         if self.smoother is not None:
             self.smoother.reset()
 
@@ -247,20 +244,22 @@ class Animator:
         thread, so device parts run in submission order), else runs now. Finish frames in the
         order they were submitted, and change the mode or re-anchor only with none in flight.
         """
-        engine, state = self._engines[self.mode], self._states[self.mode]
+        engine, source = self._engines[self.mode], self._sources[self.mode]
         timestamp = time.perf_counter() if timestamp is None else timestamp
         driving, face = self.driving_input(frame_rgb)
         self.frames_without_face += driving is None
 
+        options = self.options  # this frame's, even if a hotkey replaces them meanwhile
+
         def device_part() -> PendingImage | None:
             with torch.no_grad(), engine.launching():
-                return self._device_part(engine, state, driving, face, timestamp)
+                return self._device_part(engine, source, driving, face, timestamp, options)
 
         job = worker.submit(device_part) if worker is not None and not engine.asynchronous else device_part()
         return PendingFrame(self.mode, face_found=driving is not None, paste_back=self.paste_back, job=job)
 
-    def _device_part(self, engine: EngineBase, state: SourceState, driving: np.ndarray | None, face: Face | None,
-                     timestamp: float) -> PendingImage | None:
+    def _device_part(self, engine: Engine, source: SourceState, driving: np.ndarray | None, face: Face | None,
+                     timestamp: float, options: AnimateOptions) -> PendingImage | None:
         if driving is None:
             motion = self._last_motion  # no face in this frame: hold the last good motion
             if motion is None:
@@ -271,7 +270,7 @@ class Animator:
                 motion = self.smoother(motion, timestamp)
             self._last_motion = motion
         ratios = landmark_ratios(face, self.device) if face is not None else None
-        return engine.submit(state, motion, ratios=ratios)
+        return engine.submit(source, motion, anchor=self.anchor, options=options, ratios=ratios)
 
     def finish(self, pending: PendingFrame) -> AnimatedFrame:
         """Wait for a submitted frame's device part, then paste it back."""
@@ -333,14 +332,14 @@ def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortra
     return animator
 
 
-def engine_factory(config: Config, models: LivePortraitModels, device: torch.device) -> Callable[[str], EngineBase]:
+def engine_factory(config: Config, models: LivePortraitModels, device: torch.device) -> Callable[[str], Engine]:
     """mode -> a new engine for that mode, as the configuration asks (built when called)."""
     eng = config.engine
     optimized_kwargs = eng.optimized_kwargs()
     if eng.kernels == "on" and not kernels_runnable(device):
         optimized_kwargs["kernels"] = None  # the default layout for this device (unmet_requests warns)
 
-    def factory(mode: str) -> EngineBase:
+    def factory(mode: str) -> Engine:
         if mode == "optimized":
             return create_engine(mode, models, device, input_size=eng.input_size, **optimized_kwargs)
         return create_engine(mode, models, device, input_size=eng.input_size)

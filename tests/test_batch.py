@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from lp_live.engine import AnimateOptions, BaselineEngine, Ratios, SourceState
+from lp_live.engine import Anchor, AnimateOptions, BaselineEngine, Ratios
 from lp_live.engine.optimized import OptimizedEngine
 
 SIZE = 128
@@ -62,21 +62,17 @@ def prepared(baseline, images):
                 "motion": baseline.extract_motion(images["frames"])}
 
 
-def fresh(state: SourceState, **options) -> SourceState:
-    """The prepared source without an anchor, with these options."""
-    return dataclasses.replace(state, anchor=None, anchor_x=None, expression_scale=1.0,
-                               options=AnimateOptions(**options), cache={})
 
 
 def rows(ratios: Ratios, indices: list[int]) -> Ratios:
     return Ratios(eye=ratios.eye[indices], lip=ratios.lip[indices])
 
 
-def assert_same_anchor(a: SourceState, b: SourceState) -> None:
-    for f in dataclasses.fields(a.anchor):
-        assert torch.equal(getattr(a.anchor, f.name), getattr(b.anchor, f.name)), f.name
-    assert a.anchor.kp.shape[0] == 1
-    assert torch.equal(a.anchor_x, b.anchor_x) and a.expression_scale == b.expression_scale
+def assert_same_anchor(a: Anchor, b: Anchor) -> None:
+    for f in dataclasses.fields(a.motion):
+        assert torch.equal(getattr(a.motion, f.name), getattr(b.motion, f.name)), f.name
+    assert a.motion.kp.shape[0] == 1
+    assert torch.equal(a.x, b.x) and a.expression_scale == b.expression_scale
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,12 +80,13 @@ def assert_same_anchor(a: SourceState, b: SourceState) -> None:
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_one_source_batch_keypoints_equal_single_frames(baseline, prepared, name):
-    motion = prepared["motion"]
-    single, batched = fresh(prepared["A"], **OPTIONS[name]), fresh(prepared["A"], **OPTIONS[name])
+    motion, source, options = prepared["motion"], prepared["A"], AnimateOptions(**OPTIONS[name])
+    single, batched = Anchor(), Anchor()
     with torch.no_grad():
-        expected = torch.cat([baseline.driving_keypoints(single, motion.map(lambda t, i=i: t[i : i + 1]),
-                                                         rows(DRIVING_RATIOS, [i])) for i in range(3)])
-        got = baseline.driving_keypoints(batched, motion, DRIVING_RATIOS)
+        expected = torch.cat([baseline.driving_keypoints(source, motion.map(lambda t, i=i: t[i : i + 1]),
+                                                         anchors=single, options=options,
+                                                         ratios=rows(DRIVING_RATIOS, [i])) for i in range(3)])
+        got = baseline.driving_keypoints(source, motion, anchors=batched, options=options, ratios=DRIVING_RATIOS)
     assert got.shape == (3, 21, 3)
     assert_same_anchor(batched, single)  # the batch's first frame, as the first single call
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
@@ -97,25 +94,46 @@ def test_one_source_batch_keypoints_equal_single_frames(baseline, prepared, name
 
 
 def test_mixed_batch_keypoints_equal_per_source_calls(baseline, prepared):
-    """Slots [A, B, A], each state with its own options, anchor and lip delta."""
-    motion = prepared["motion"]
-    a_opts, b_opts = OPTIONS["lip_normalised"], OPTIONS["retargeting"]
-    a1, b1 = fresh(prepared["A"], **a_opts), fresh(prepared["B"], **b_opts)
-    a3, b3 = fresh(prepared["A"], **a_opts), fresh(prepared["B"], **b_opts)
+    """Slots [A, B, A], each source with its own options, anchor and lip delta."""
+    motion, a, b = prepared["motion"], prepared["A"], prepared["B"]
+    a_opts, b_opts = AnimateOptions(**OPTIONS["lip_normalised"]), AnimateOptions(**OPTIONS["retargeting"])
+    a1, b1, a3, b3 = Anchor(), Anchor(), Anchor(), Anchor()
     with torch.no_grad():
-        expected = torch.cat([baseline.driving_keypoints(s, motion.map(lambda t, i=i: t[i : i + 1]),
-                                                         rows(DRIVING_RATIOS, [i]))
-                              for i, s in enumerate([a1, b1, a1])])
-        got = baseline.driving_keypoints([a3, b3, a3], motion, DRIVING_RATIOS)
+        expected = torch.cat([baseline.driving_keypoints(s, motion.map(lambda t, i=i: t[i : i + 1]), anchors=anchor,
+                                                         options=opts, ratios=rows(DRIVING_RATIOS, [i]))
+                              for i, (s, anchor, opts) in enumerate([(a, a1, a_opts), (b, b1, b_opts),
+                                                                     (a, a1, a_opts)])])
+        got = baseline.driving_keypoints([a, b, a], motion, anchors=[a3, b3, a3], options=[a_opts, b_opts, a_opts],
+                                         ratios=DRIVING_RATIOS)
     assert_same_anchor(a3, a1)  # A: frame 0; B: frame 1
     assert_same_anchor(b3, b1)
-    assert torch.equal(b3.anchor.kp, motion.kp[1:2])
+    assert torch.equal(b3.motion.kp, motion.kp[1:2])
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
 def test_a_state_per_slot_must_match_the_batch(baseline, prepared):
     with pytest.raises(ValueError, match="2 source states for a batch of 3"):
-        baseline.driving_keypoints([fresh(prepared["A"]), fresh(prepared["B"])], prepared["motion"])
+        baseline.driving_keypoints([prepared["A"], prepared["B"]], prepared["motion"], anchors=Anchor(),
+                                   options=AnimateOptions())
+
+
+def test_the_callers_anchor_is_filled_once_and_reset(baseline, prepared):
+    """The engine fills an empty anchor from the first frame and keeps it; after `reset()` the
+    next frame is the neutral pose (the source's own keypoints, stitched). The source is immutable."""
+    motion, source, options = prepared["motion"], prepared["A"], AnimateOptions()
+    anchor = Anchor()
+    with torch.no_grad():
+        neutral = baseline.driving_keypoints(source, motion.map(lambda t: t[:1]), anchors=anchor, options=options)
+        filled = anchor.motion
+        moved = baseline.driving_keypoints(source, motion.map(lambda t: t[1:2]), anchors=anchor, options=options)
+        assert anchor.motion is filled and torch.equal(filled.kp, motion.kp[:1])
+        anchor.reset()
+        again = baseline.driving_keypoints(source, motion.map(lambda t: t[1:2]), anchors=anchor, options=options)
+    assert torch.equal(anchor.motion.kp, motion.kp[1:2])
+    assert (moved - neutral).abs().max() > 1e-4
+    torch.testing.assert_close(again, neutral, rtol=0, atol=1e-6)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        source.lip_delta = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,10 +144,14 @@ def frames_three_ways(engine, images) -> tuple[np.ndarray, np.ndarray, np.ndarra
     frames = images["frames"]
     with torch.no_grad():
         a, b = engine.prepare_source(images["A"]), engine.prepare_source(images["B"])
-        singles = np.stack([engine.animate(a, frames[0]), engine.animate(b, frames[1]), engine.animate(a, frames[2])])
-        a, b = engine.prepare_source(images["A"]), engine.prepare_source(images["B"])
-        mixed = engine.animate_batch([a, b, a], frames)
-        one_source = engine.animate_batch(engine.prepare_source(images["A"]), frames[[0, 2]])
+        opts = AnimateOptions()
+        anchor_a, anchor_b = Anchor(), Anchor()
+        singles = np.stack([engine.animate(a, frames[0], anchor=anchor_a, options=opts),
+                            engine.animate(b, frames[1], anchor=anchor_b, options=opts),
+                            engine.animate(a, frames[2], anchor=anchor_a, options=opts)])
+        anchor_a, anchor_b = Anchor(), Anchor()
+        mixed = engine.animate_batch([a, b, a], frames, anchors=[anchor_a, anchor_b, anchor_a], options=opts)
+        one_source = engine.animate_batch(a, frames[[0, 2]], anchors=Anchor(), options=opts)
     assert mixed.shape == (3, 2 * SIZE, 2 * SIZE, 3) and one_source.shape == (2, 2 * SIZE, 2 * SIZE, 3)
     return singles, mixed, one_source
 

@@ -158,38 +158,38 @@ def test_precision_pick_needs_a_clear_bf16_gain():
 
 
 def test_auto_precision_comes_from_the_cache_per_network(monkeypatch, tmp_path, synthetic_models):
-    from lp_live.engine import cpu_precision, optimized
+    from lp_live.engine import Anchor, AnimateOptions, cpu_precision, optimized, precision
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(optimized, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
     monkeypatch.setattr(cpu_precision, "measure", lambda: pytest.fail("measured despite the cache"))
     cputune.store_cache_entry(cputune.PRECISION_CACHE_NAME, cpu_precision.cache_key(),
                               {"precisions": {"warping": "bf16", "generator": "fp32"}})
     engine = optimized.OptimizedEngine(synthetic_models, "cpu", input_size=128, precision="auto", compile=False)
     assert engine.precision_source == "cache" and engine.precision == "W bf16, G fp32"
     assert engine.precisions == {"motion": "fp32", "warping": "bf16", "generator": "fp32"}
-    assert engine.layout.warping_channels_last and not engine.layout.generator_channels_last
+    assert engine.plan.warping_channels_last and not engine.plan.generator_channels_last
     source = (np.random.default_rng(0).uniform(0, 255, (128, 128, 3))).astype(np.uint8)
     with torch.no_grad():
         state = engine.prepare_source(source)
         feature = engine.warp(state, state.x_s)
-        out = engine.animate(state, source)
+        out = engine.animate(state, source, anchor=Anchor(), options=AnimateOptions())
     assert feature.dtype == torch.bfloat16 and out.shape == (256, 256, 3) and out.dtype == np.uint8
 
 
 def test_auto_precision_measures_on_a_cache_miss(monkeypatch, tmp_path):
-    from lp_live.engine import cpu_precision, optimized
+    from lp_live.engine import cpu_precision, precision
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(optimized, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
     monkeypatch.setattr(cpu_precision, "measure", lambda: {"warping": {"fp32": 10.0, "bf16": 20.0},
                                                            "generator": {"fp32": 10.0, "bf16": 5.0}})
-    dtypes, source = optimized.resolve_precisions("auto", torch.device("cpu"))
+    dtypes, source = precision.resolve_precisions("auto", torch.device("cpu"))
     assert source == "measured" and dtypes == {"warping": torch.float32, "generator": torch.bfloat16}
     assert cputune.cache_entry(cputune.PRECISION_CACHE_NAME, cpu_precision.cache_key())["precisions"] == {
         "warping": "fp32", "generator": "bf16"}
-    monkeypatch.setattr(optimized, "cpu_supports_bf16", lambda: False)  # emulated bf16: never measured
-    assert optimized.resolve_precisions("auto", torch.device("cpu")) == (
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)  # emulated bf16: never measured
+    assert precision.resolve_precisions("auto", torch.device("cpu")) == (
         {"warping": torch.float32, "generator": torch.float32}, "no native bf16")
 
 

@@ -19,7 +19,7 @@ import torch
 from livefakes import FakeAnimator, RecordingSink, stream_config
 
 from lp_live.config import Config, ConfigError
-from lp_live.engine import AnimateOptions, EngineBase, SourceState
+from lp_live.engine import EngineBase, SourceState
 from lp_live.face import Face
 from lp_live.pipeline import Animator
 from lp_live.stream import CaptureError, Controls, run_live
@@ -68,14 +68,13 @@ class SleepyEngine(EngineBase):
         self.threads: set[str] = set()
         self.running = 0
 
-    def prepare_source(self, image, *, options=None, ratios=None) -> SourceState:
-        return SourceState(feature_3d=torch.zeros(1), motion=None, x_s=torch.zeros(1),
-                           options=options or AnimateOptions())
+    def prepare_source(self, image, *, ratios=None) -> SourceState:
+        return SourceState(feature_3d=torch.zeros(1), motion=None, x_s=torch.zeros(1))
 
     def extract_motion(self, image: np.ndarray) -> float:
         return float(image.mean())
 
-    def animate(self, state, driving, *, ratios=None) -> np.ndarray:
+    def animate(self, source, driving, *, anchor, options, ratios=None) -> np.ndarray:
         self.running += 1
         self.threads.add(threading.current_thread().name)
         time.sleep(self.device_s)

@@ -5,8 +5,8 @@ on CPU loads an interpreted copy of the kernels; TRITON_INTERPRET is not needed 
 set for the rest of the process). The interpreter is slow: shapes here are small.
 
 Tolerances: float32 rtol = atol = 1e-6 for the samplers and the deformation (values are
-O(1)); on CUDA atol 2e-6 where a result goes through tl.exp (ex2.approx); 1e-5 for the
-1x1-conv GEMM (float32 accumulation order). float16 / bfloat16 features: the kernels compute
+O(1)); on CUDA atol 2e-6 where a result goes through tl.exp (ex2.approx); 1e-5 for whole
+samplers (float32 summation order). float16 / bfloat16 features: the kernels compute
 in float32 and round once, so against the float32 result of the same (rounded) inputs the
 error is half an output ULP (rtol 2**-11 / 2**-8 on CUDA); the interpreter gets 2**-10 for
 float16 and a whole ULP, 2**-7, for bfloat16, because it truncates float32 -> bfloat16 where
@@ -15,7 +15,6 @@ the GPU rounds to nearest.
 
 from __future__ import annotations
 
-import copy
 import itertools
 
 import pytest
@@ -24,21 +23,20 @@ import torch.nn.functional as F
 
 from lp_live.kernels import (
     Backend,
+    FusedSampler,
+    GridSampleSampler,
+    SeparableSampler,
     deformation,
     grid_sample_3d,
     hourglass_input,
-    pointwise_conv_occlusion,
     reference,
     resolve_backend,
     softmax_deformation,
     triton_available,
-    warp_with_kernels,
 )
 from lp_live.kernels import backend as backend_module
 from lp_live.kernels.bench import format_kernel_benchmarks, run_kernel_benchmarks
-from lp_live.models import build
-from lp_live.models.checkpoint import synthetic_state_dict
-from lp_live.models.warping import DenseMotionNetwork
+from lp_live.models.warping import deformed_features, heatmaps, sparse_motion
 
 needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
 requires_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and triton_available()),
@@ -81,23 +79,6 @@ def _rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
-def _tiny_warping_module() -> torch.nn.Module:
-    """The official W layout (21 keypoints, 4 compressed channels, 110 hourglass inputs) at toy widths."""
-    module = build(
-        "warping_module", block_expansion=4, max_features=16, reshape_channel=4,
-        dense_motion_params=dict(block_expansion=4, max_features=16, num_blocks=2, reshape_depth=4, compress=4),
-    )
-    module.load_state_dict(synthetic_state_dict("warping_module", module), strict=True)
-    return module.eval()
-
-
-@pytest.fixture(scope="module")
-def official_warping_module() -> torch.nn.Module:
-    module = build("warping_module")
-    module.load_state_dict(synthetic_state_dict("warping_module", module), strict=True)
-    return module.eval()
-
-
 # ---------------------------------------------------------------------------------------------
 # reference path (PyTorch) against the models
 # ---------------------------------------------------------------------------------------------
@@ -111,13 +92,11 @@ def test_reference_grid_sample_is_torch():
 
 def test_reference_hourglass_input_is_dense_motion_layout():
     b, k, c, d, h, w = 2, 21, 4, 3, 8, 8
-    dense = DenseMotionNetwork(block_expansion=4, num_blocks=1, max_features=8, num_kp=k, feature_channel=c,
-                               reshape_depth=d, compress=c)
     compressed = torch.randn(b, c, d, h, w, generator=_gen(2))
     kd, ks = _keypoints(b, k, 3)
     grid = reference.identity_grid(d, h, w, compressed.device)
-    sparse = dense.sparse_motion(grid, kd, ks)
-    expected = torch.cat([dense.heatmaps(grid, kd, ks), dense.deformed_features(compressed, sparse)], dim=2)
+    sparse = sparse_motion(grid, kd, ks)
+    expected = torch.cat([heatmaps(grid, kd, ks), deformed_features(compressed, sparse)], dim=2)
     out = hourglass_input(compressed, kd, ks, backend=Backend.REFERENCE)
     assert out.shape == (b, 110, d, h, w)
     assert torch.equal(out, expected.reshape(b, -1, d, h, w))
@@ -127,36 +106,45 @@ def test_reference_deformation_is_dense_motion_sum():
     b, k, d, h, w = 2, 21, 3, 4, 5
     kd, ks = _keypoints(b, k, 4)
     mask = F.softmax(torch.randn(b, k + 1, d, h, w, generator=_gen(5)), dim=1)
-    sparse = DenseMotionNetwork.sparse_motion(None, reference.identity_grid(d, h, w, mask.device), kd, ks)
+    sparse = sparse_motion(reference.identity_grid(d, h, w, mask.device), kd, ks)
     expected = (sparse.permute(0, 1, 5, 2, 3, 4) * mask.unsqueeze(2)).sum(dim=1).permute(0, 2, 3, 4, 1)
     assert torch.equal(deformation(mask, kd, ks, backend=Backend.REFERENCE), expected)
 
 
-def test_reference_warp_matches_warping_network(official_warping_module):
-    module = official_warping_module
-    feature = torch.randn(1, 32, 16, 32, 32, generator=_gen(6))
-    kd, ks = _keypoints(1, 21, 7)
-    with torch.inference_mode():
-        expected = module(feature, kd, ks)
-        got = warp_with_kernels(module, feature, kd, ks, backend=Backend.REFERENCE)
-    assert list(got) == list(expected)
-    for key in expected:
-        assert got[key].shape == expected[key].shape
-        assert _rel_l2(got[key], expected[key]) <= 1e-5, key
+def _sampler_inputs(b: int, source_batch: int, seed: int, size=(4, 8, 8), channels: int = 3):
+    """W's sampling inputs: feature, compressed (source batch), mask logits (float32), keypoints."""
+    d, h, w = size
+    feature = torch.randn(source_batch, channels, d, h, w, generator=_gen(seed))
+    compressed = torch.relu(torch.randn(source_batch, 4, d, h, w, generator=_gen(seed + 1)))
+    logits = 3 * torch.randn(b, 22, d, h, w, generator=_gen(seed + 2))
+    kd, ks = _keypoints(b, 21, seed + 3)
+    return feature, compressed, logits, kd, ks[:source_batch]
 
 
-@pytest.mark.parametrize("fuse_occlusion", [True, False])
-def test_reference_warp_tiny_with_cached_compressed(fuse_occlusion):
-    module = _tiny_warping_module()
-    feature = torch.randn(2, 4, 4, 8, 8, generator=_gen(43))
-    kd, ks = _keypoints(2, 21, 44)
-    with torch.inference_mode():
-        compressed = module.dense_motion_network.compress_source(feature)
-        expected = module(feature, kd, ks)
-        got = warp_with_kernels(module, feature, kd, ks, compressed, backend=Backend.REFERENCE,
-                                fuse_occlusion=fuse_occlusion)
-    for key in expected:
-        assert _rel_l2(got[key], expected[key]) <= 1e-5, key
+def _sample(sampler, feature, compressed, logits, kd, ks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x = sampler.hourglass_input(compressed, kd, ks)
+    deformation = sampler.deformation(logits, kd, ks)
+    return x, deformation, sampler.warp(feature, deformation)
+
+
+@pytest.mark.parametrize("source_batch", [1, 2])
+def test_every_sampler_computes_the_dense_motion_math(source_batch):
+    """The three samplers against `models.warping` (the official forward's steps), one source
+    broadcast over the batch or one per slot."""
+    size = (4, 8, 8)
+    feature, compressed, logits, kd, ks = _sampler_inputs(2, source_batch, 50, size)
+    grid = reference.identity_grid(*size, torch.device("cpu"))
+    sparse = sparse_motion(grid, kd, ks.expand_as(kd))
+    expected_x = torch.cat([heatmaps(grid, kd, ks.expand_as(kd)), deformed_features(compressed, sparse)], dim=2)
+    mask = F.softmax(logits, dim=1)
+    expected_deformation = (sparse.permute(0, 1, 5, 2, 3, 4) * mask.unsqueeze(2)).sum(dim=1).permute(0, 2, 3, 4, 1)
+    expected_warp = F.grid_sample(feature.expand(2, -1, -1, -1, -1), expected_deformation, align_corners=False)
+    for sampler in (FusedSampler(size), GridSampleSampler(size, pieces=2), SeparableSampler(size, pieces=2)):
+        x, deformation, warped = _sample(sampler, feature, compressed, logits, kd, ks)
+        name = type(sampler).__name__
+        torch.testing.assert_close(x, expected_x.reshape(2, -1, *size), rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(deformation, expected_deformation, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(warped, expected_warp, rtol=1e-5, atol=1e-5, msg=name)
 
 
 def test_auto_backend_is_reference_on_cpu():
@@ -187,33 +175,28 @@ def test_argument_errors():
         hourglass_input(x, torch.zeros(1, 21, 3), torch.zeros(1, 20, 3))
     with pytest.raises(ValueError, match="slots"):
         deformation(torch.zeros(1, 21, 3, 4, 5), torch.zeros(1, 21, 3), torch.zeros(1, 21, 3))
-    with pytest.raises(ValueError, match="occlusion shape"):
-        pointwise_conv_occlusion(torch.zeros(1, 8, 4, 5), torch.zeros(6, 8, 1, 1), None, torch.zeros(1, 1, 5, 4))
 
 
 def test_custom_ops_under_torch_compile_fullgraph():
-    def fn(x, grid, compressed, kd, ks, logits, hidden, weight, bias, occ):
-        return (grid_sample_3d(x, grid), hourglass_input(compressed, kd, ks), softmax_deformation(logits, kd, ks),
-                pointwise_conv_occlusion(hidden, weight, bias, occ))
+    def fn(x, grid, compressed, kd, ks, logits):
+        return grid_sample_3d(x, grid), hourglass_input(compressed, kd, ks), softmax_deformation(logits, kd, ks)
 
     kd, ks = _keypoints(2, 3, 8)
     args = (torch.randn(2, 3, 4, 5, 6), _uniform((2, 3, 4, 5, 3), -1.2, 1.2, 9), torch.randn(2, 4, 3, 4, 5), kd, ks,
-            torch.randn(2, 4, 3, 4, 5), torch.randn(2, 8, 4, 5), torch.randn(6, 8, 1, 1), torch.randn(6),
-            torch.rand(2, 1, 4, 5))
+            torch.randn(2, 4, 3, 4, 5))
     compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
     for got, expected in zip(compiled(*args), fn(*args)):
         assert torch.equal(got, expected)
 
 
-def test_bench_runs_on_cpu(official_warping_module, monkeypatch):
-    """On CPU the four kernel rows run the reference against the torch path it replaces (the same
+def test_bench_runs_on_cpu(monkeypatch):
+    """On CPU the kernel rows run the reference against the torch path it replaces (the same
     functions), so each kernel-side op is offset by a known amount: each row must report its own
-    offset, i.e. it compares the kernel call with a separately computed torch result. The warping
-    module row compares two different implementations (the kernels path and the module) unchanged."""
+    offset, i.e. it compares the kernel call with a separately computed torch result. The samplers
+    row compares two different samplers (fused and PyTorch), unchanged."""
     import lp_live.kernels.bench as bench_module
 
-    offsets = {"grid_sample_3d": 1 / 64, "hourglass_input": 2 / 64, "softmax_deformation": 3 / 64,
-               "pointwise_conv_occlusion": 4 / 64}
+    offsets = {"grid_sample_3d": 1 / 64, "hourglass_input": 2 / 64, "softmax_deformation": 3 / 64}
     calls = dict.fromkeys(offsets, 0)
 
     def offset(name):
@@ -226,15 +209,13 @@ def test_bench_runs_on_cpu(official_warping_module, monkeypatch):
 
     for name in offsets:
         monkeypatch.setattr(bench_module, name, offset(name))
-    warp_calls = []
-    warp = bench_module.warp_with_kernels
-    monkeypatch.setattr(bench_module, "warp_with_kernels", lambda *a, **k: warp_calls.append(1) or warp(*a, **k))
-    result = run_kernel_benchmarks("cpu", torch.float32, repeats=1, warmup=1, size=(16, 32, 32),
-                                   warping_module=official_warping_module)
+    sampled = []
+    sample = bench_module._sample
+    monkeypatch.setattr(bench_module, "_sample", lambda s, *a: sampled.append(type(s).__name__) or sample(s, *a))
+    result = run_kernel_benchmarks("cpu", torch.float32, repeats=1, warmup=1, size=(16, 32, 32))
     assert result["backend"] == "reference"
     rows = {"grid_sample_3d (warp)": "grid_sample_3d", "grid_sample_3d (22 slots, repeated)": "grid_sample_3d",
-            "hourglass_input": "hourglass_input", "softmax_deformation": "softmax_deformation",
-            "pointwise_conv_occlusion": "pointwise_conv_occlusion"}
+            "hourglass_input": "hourglass_input", "softmax_deformation": "softmax_deformation"}
     assert set(result["kernels"]) == set(rows)
     for row, op in rows.items():
         timing = result["kernels"][row]
@@ -242,12 +223,13 @@ def test_bench_runs_on_cpu(official_warping_module, monkeypatch):
         assert timing["kernel_ms"] > 0 and timing["torch_ms"] > 0
         assert timing["speedup"] == pytest.approx(timing["torch_ms"] / timing["kernel_ms"])
     # each op called once for the difference and once timed (twice for the two grid_sample rows)
-    assert calls == {"grid_sample_3d": 4, "hourglass_input": 2, "softmax_deformation": 2,
-                     "pointwise_conv_occlusion": 2}
-    whole = result["warping_module"]
-    assert len(warp_calls) == 2  # the kernels path is what the row times, not the module twice
-    assert whole["kernels_ms"] > 0 and whole["torch_ms"] > 0 and 0 <= whole["max_abs_diff"] < 1e-5
-    assert "warping module" in format_kernel_benchmarks(result)
+    assert calls == {"grid_sample_3d": 4, "hourglass_input": 2, "softmax_deformation": 2}
+    # the samplers row times both samplers (not one twice); the PyTorch sampler sums the deformation
+    # as a matmul, the fused one slot by slot: the warped volume (|values| up to ~4) differs in float32 rounding
+    assert sorted(set(sampled)) == ["FusedSampler", "GridSampleSampler"]
+    whole = result["samplers"]
+    assert whole["kernel_ms"] > 0 and whole["torch_ms"] > 0 and 0 <= whole["max_abs_diff"] < 1e-4
+    assert "W sampling" in format_kernel_benchmarks(result)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,16 +268,13 @@ def test_interpreter_really_runs_the_kernels(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the reference path ran")
 
-    for name in ("grid_sample_3d", "hourglass_input", "deformation", "softmax_deformation",
-                 "pointwise_conv_occlusion"):
+    for name in ("grid_sample_3d", "hourglass_input", "deformation", "softmax_deformation"):
         monkeypatch.setattr(reference, name, forbidden)
     x = torch.randn(1, 2, 3, 4, 5)
     assert torch.isfinite(grid_sample_3d(x, torch.zeros(1, 2, 2, 2, 3), backend=TRITON)).all()
     kd, ks = _keypoints(1, 2, 10)
     assert hourglass_input(x, kd, ks, backend=TRITON).shape == (1, 9, 3, 4, 5)
     assert softmax_deformation(torch.randn(1, 3, 3, 4, 5), kd, ks, backend=TRITON).shape == (1, 3, 4, 5, 3)
-    assert pointwise_conv_occlusion(torch.randn(1, 2, 4, 5), torch.randn(3, 2, 1, 1), None, torch.rand(1, 1, 4, 5),
-                                    backend=TRITON).shape == (1, 3, 4, 5)
 
 
 GRID_SAMPLE_CASES = {
@@ -420,60 +399,14 @@ def test_triton_deformation(shape, logits_dtype):
 
 
 @needs_triton
-@pytest.mark.parametrize("with_bias", [True, False])
-def test_triton_pointwise_conv_occlusion(with_bias):
-    b, cin, cout, h, w = 2, 40, 70, 5, 7  # none a multiple of the tile sizes
-    x = torch.randn(b, cin, h, w, generator=_gen(25))
-    weight = torch.randn(cout, cin, 1, 1, generator=_gen(26)) / cin**0.5
-    bias = torch.randn(cout, generator=_gen(27)) if with_bias else None
-    occlusion = torch.rand(b, 1, h, w, generator=_gen(28))
-    expected = (F.conv2d(x, weight, bias) * occlusion)
-    got = pointwise_conv_occlusion(x, weight, bias, occlusion, backend=TRITON)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-
-
-@needs_triton
-@pytest.mark.parametrize("dtype", [
-    torch.float16,
-    # triton 3.9's interpreter multiplies the raw bit patterns of bfloat16 `tl.dot` operands
-    # (`create_dot` in runtime/interpreter.py); the CUDA test covers this case.
-    pytest.param(torch.bfloat16, marks=pytest.mark.skip(reason="interpreter bug: bfloat16 tl.dot")),
-])
-def test_triton_pointwise_conv_occlusion_low_precision(dtype):
-    b, cin, cout, h, w = 1, 64, 32, 4, 9
-    x = torch.randn(b, cin, h, w, generator=_gen(29)).to(dtype)
-    weight = (torch.randn(cout, cin, 1, 1, generator=_gen(30)) / cin**0.5).to(dtype)
-    bias = torch.randn(cout, generator=_gen(31)).to(dtype)
-    occlusion = torch.rand(b, 1, h, w, generator=_gen(32)).to(dtype)
-    got = pointwise_conv_occlusion(x, weight, bias, occlusion, backend=TRITON)
-    assert got.dtype == dtype and not got.isnan().any()
-    expected = (F.conv2d(x.float(), weight.float(), bias.float()) * occlusion.float())
-    torch.testing.assert_close(got.float(), expected, rtol=LOW[dtype]["rtol"], atol=1e-3)
-
-
-@needs_triton
-def test_triton_warp_matches_warping_network_tiny():
-    module = _tiny_warping_module()
-    feature = torch.randn(2, 4, 4, 8, 8, generator=_gen(33))
-    kd, ks = _keypoints(2, 21, 34)
-    with torch.inference_mode():
-        expected = module(feature, kd, ks)
-        got = warp_with_kernels(module, feature, kd, ks, backend=TRITON)
-    for key in expected:
-        assert _rel_l2(got[key], expected[key]) <= 1e-5, key
-
-
-@needs_triton
-@pytest.mark.slow
-def test_triton_warp_matches_warping_network_official_widths(official_warping_module):
-    module = official_warping_module
-    feature = torch.randn(1, 32, 16, 32, 32, generator=_gen(35))
-    kd, ks = _keypoints(1, 21, 36)
-    with torch.inference_mode():
-        expected = module(feature, kd, ks)
-        got = warp_with_kernels(module, feature, kd, ks, backend=TRITON)
-    for key in expected:
-        assert _rel_l2(got[key], expected[key]) <= 1e-5, key
+def test_triton_sampler_matches_the_reference_sampler():
+    """`FusedSampler` through the Triton kernels (interpreter) against their PyTorch reference."""
+    size = (4, 8, 8)
+    inputs = _sampler_inputs(2, 1, 60, size)
+    got = _sample(FusedSampler(size, backend=TRITON), *inputs)
+    expected = _sample(FusedSampler(size, backend=Backend.REFERENCE), *inputs)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,35 +448,15 @@ def test_cuda_hourglass_input_and_deformation(batch):
 
 @pytest.mark.cuda
 @requires_cuda
-def test_cuda_pointwise_conv_occlusion(no_tf32):
-    gen = torch.Generator(device="cuda").manual_seed(40)
-    x = torch.randn(2, 256, 64, 64, device="cuda", generator=gen)
-    weight = torch.randn(256, 256, 1, 1, device="cuda", generator=gen) / 16
-    bias = torch.randn(256, device="cuda", generator=gen)
-    occlusion = torch.rand(2, 1, 64, 64, device="cuda", generator=gen)
-    torch.testing.assert_close(pointwise_conv_occlusion(x, weight, bias, occlusion),
-                               F.conv2d(x, weight, bias) * occlusion, rtol=1e-5, atol=1e-5)
-    for dtype in (torch.float16, torch.bfloat16):
-        got = pointwise_conv_occlusion(x.to(dtype), weight.to(dtype), bias.to(dtype), occlusion.to(dtype))
-        expected = F.conv2d(x.to(dtype).float(), weight.to(dtype).float(), bias.to(dtype).float())
-        torch.testing.assert_close(got.float(), expected * occlusion.to(dtype).float(), rtol=2**-7, atol=2e-2)
-
-
-@pytest.mark.cuda
-@requires_cuda
-def test_cuda_warp_matches_warping_network(no_tf32, official_warping_module):
-    module = copy.deepcopy(official_warping_module).cuda()
-    gen = torch.Generator(device="cuda").manual_seed(41)
-    feature = torch.randn(1, 32, 16, 64, 64, device="cuda", generator=gen)
-    kd, ks = (t.cuda() for t in _keypoints(1, 21, 42))
+def test_cuda_fused_sampler_matches_the_pytorch_sampler(no_tf32):
+    """The production CUDA sampler (Triton) against PyTorch's at the official volume size, one source."""
+    size = (16, 64, 64)
+    inputs = [t.cuda() for t in _sampler_inputs(2, 1, 41, size, channels=32)]
     with torch.inference_mode():
-        expected = module(feature, kd, ks)
-        got = warp_with_kernels(module, feature, kd, ks)
-        half = warp_with_kernels(module.half(), feature.half(), kd, ks)
-    for key in expected:
-        assert _rel_l2(got[key], expected[key]) <= 1e-5, key
-    assert half["out"].dtype == torch.float16 and torch.isfinite(half["out"]).all()
-    assert _rel_l2(half["out"].float(), expected["out"]) <= 0.1  # a sanity bound, not a precision claim
+        got = _sample(FusedSampler(size, device="cuda"), *inputs)
+        expected = _sample(GridSampleSampler(size, device="cuda"), *inputs)
+    for g, e in zip(got, expected):
+        assert _rel_l2(g, e) <= 1e-5
 
 
 @pytest.mark.cuda

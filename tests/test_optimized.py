@@ -10,21 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from lp_live.engine import AnimateOptions, BaselineEngine, SourceState, create_engine
-from lp_live.engine.optimized import (
-    FastMotion,
-    NearestUpConv2d,
-    OptimizedEngine,
-    SplitConv3d,
-    cpu_supports_bf16,
-    default_layout,
-    grid_sample_split,
-    occlusion_as_conv3d,
-    resolve_precision,
-    to_uint8,
-    translated_samples,
-)
+from lp_live.engine import Anchor, AnimateOptions, BaselineEngine, SourceState, create_engine
+from lp_live.engine.fast import FastMotion, to_uint8
+from lp_live.engine.optimized import OptimizedEngine
+from lp_live.engine.plan import default_plan
+from lp_live.engine.polyphase import NearestUpConv2d
+from lp_live.engine.precision import cpu_supports_bf16, resolve_precision
+from lp_live.engine.rewrites import SplitConv3d, occlusion_as_conv3d
+from lp_live.kernels.samplers import grid_sample_split, translated_samples
 from lp_live.models.spade import SpectralNormConv2d
+from lp_live.models.warping import deformed_features, sparse_motion
 
 CUDA = torch.cuda.is_available()
 requires_cuda = pytest.mark.skipif(not CUDA, reason="needs CUDA")
@@ -49,10 +44,13 @@ def case(kit):
 
 def fixture_state(engine, feature: torch.Tensor, x_s: torch.Tensor) -> SourceState:
     """A SourceState from given tensors (the fixtures skip M for the source)."""
-    state = SourceState(feature_3d=feature.to(engine.device), motion=None, x_s=x_s.to(engine.device),
-                        options=AnimateOptions())
-    engine.cache_source(state)
-    return state
+    state = SourceState(feature_3d=feature.to(engine.device), motion=None, x_s=x_s.to(engine.device))
+    return engine.with_volumes(state)
+
+
+def animate(engine, state: SourceState, frame: np.ndarray) -> np.ndarray:
+    """One frame with a fresh anchor (so it is the neutral pose) and the default options."""
+    return engine.animate(state, frame, anchor=Anchor(), options=AnimateOptions())
 
 
 def run_chain(engine, case) -> dict[str, torch.Tensor]:
@@ -123,8 +121,8 @@ def test_precision_policy():
     assert resolve_precision("auto", cpu) == (torch.bfloat16 if cpu_supports_bf16() else torch.float32)
     with pytest.raises(ValueError, match="unknown precision 'half'"):
         resolve_precision("half", cpu)
-    assert default_layout(cpu, torch.bfloat16).split_channels  # the oneDNN AMX shape fix
-    assert not default_layout(cuda, torch.float16).split_channels
+    assert default_plan(cpu, torch.bfloat16).split_channels  # the oneDNN AMX shape fix
+    assert not default_plan(cuda, torch.float16).split_channels
 
 
 # the exact rewrites of the optimized copies, each against the plain op (float32, small shapes)
@@ -162,16 +160,15 @@ def test_occlusion_conv3d_equals_the_folded_conv2d():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_separable_slot_sampling_equals_grid_sample(kit_models):
+def test_separable_slot_sampling_equals_grid_sample():
     from lp_live.models.warping import make_coordinate_grid
 
-    dense = kit_models.warping_module.dense_motion_network
     torch.manual_seed(3)
     volume = torch.relu(torch.randn(2, 4, 5, 8, 9))
     kp_s = 0.6 * torch.rand(2, 21, 3) - 0.3
     kp_d = kp_s + 0.4 * torch.randn(2, 21, 3)  # some slots shifted far out of the volume
     grid = make_coordinate_grid(5, 8, 9, dtype=torch.float32, device="cpu")
-    expected = dense.deformed_features(volume, dense.sparse_motion(grid, kp_d, kp_s))
+    expected = deformed_features(volume, sparse_motion(grid, kp_d, kp_s))
     axes = (grid[0, 0, :, 0], grid[0, :, 0, 1], grid[:, 0, 0, 2])
     torch.testing.assert_close(translated_samples(volume, axes, kp_d, kp_s), expected, rtol=1e-5, atol=1e-6)
 
@@ -233,7 +230,7 @@ def test_source_cache_holds_the_compressed_volume(fp32_eager, kit_models, case):
     state = fixture_state(fp32_eager, case["feature"], case["kp_source"])
     with torch.no_grad():
         expected = kit_models.warping_module.dense_motion_network.compress_source(case["feature"])
-    torch.testing.assert_close(state.cache["compressed"], expected, rtol=0, atol=0)
+    torch.testing.assert_close(state.volumes.compressed, expected, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +268,7 @@ def test_fp32_matches_the_baseline_engine_on_the_chain(kit, kit_models, case, fp
     baseline = BaselineEngine(kit_models, "cpu")
     with torch.no_grad():
         feature = baseline.source_features(case["image"])
-        state = SourceState(feature_3d=feature, motion=None, x_s=case["kp_source"], options=AnimateOptions())
+        state = SourceState(feature_3d=feature, motion=None, x_s=case["kp_source"])
         image = kit_models.spade_generator(baseline.warp(state, case["kp_driving"]))
     assert K.rel_l2(fp32_eager_chain["chain"], image) <= 2e-5
 
@@ -314,8 +311,8 @@ def test_compiled_animate_end_to_end_against_the_baseline(kit_models, bf16_compi
         ref_state = baseline.prepare_source(source)
         state = bf16_compiled.prepare_source(source)
         torch.testing.assert_close(state.x_s, ref_state.x_s, rtol=0, atol=1e-4)  # M in float32
-        expected = baseline.animate(ref_state, frames[1])
-        got = bf16_compiled.animate(state, frames[1])
+        expected = animate(baseline, ref_state, frames[1])
+        got = animate(bf16_compiled, state, frames[1])
     assert got.shape == expected.shape == (512, 512, 3) and got.dtype == np.uint8
     diff = np.abs(got.astype(int) - expected.astype(int))
     assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 8, (diff.mean(), np.percentile(diff, 99))
@@ -344,7 +341,7 @@ def test_stage_timer_sees_every_stage(small_eager):
     try:
         with torch.no_grad():
             state = small_eager.prepare_source(source)
-            small_eager.animate(state, frames[0])
+            animate(small_eager, state, frames[0])
     finally:
         timer.enabled = False
     assert {"copy_h2d", "pre", "motion", "stitching", "warping", "generator", "post", "copy_d2h"} <= set(timer.totals)
@@ -430,9 +427,11 @@ def test_cuda_animate_batch_and_streams(cuda_models, no_tf32):
     source, frames = source_and_frames(128, 2)
     with torch.no_grad():
         state = engine.prepare_source(source)
-        single = [engine.animate(state, f) for f in frames]
+        anchor, options = Anchor(), AnimateOptions()
+        single = [engine.animate(state, f, anchor=anchor, options=options) for f in frames]
         motion = engine.extract_motion(np.stack(frames))
-        x_d = engine.driving_keypoints(state, motion)  # on the caller's stream, between engine calls
+        # on the caller's stream, between engine calls
+        x_d = engine.driving_keypoints(state, motion, anchors=anchor, options=options)
         both = engine.generate(state, x_d)
     assert both.shape == (2, 256, 256, 3)
     for i in range(2):
@@ -452,11 +451,16 @@ def test_cuda_graphs_with_a_source_per_slot(cuda_models, no_tf32):
     frames = np.stack(frames)
     with torch.no_grad():
         a, b = engine.prepare_source(source), engine.prepare_source(other)
-        singles = [engine.animate(a, frames[0]), engine.animate(b, frames[1]), engine.animate(a, frames[2])]
-        a, b = engine.prepare_source(source), engine.prepare_source(other)
-        mixed = engine.animate_batch([a, b, a], frames)
-        swapped = engine.animate_batch([b, b, a], frames)  # slot 0 reloaded
-        one = engine.animate_batch(a, frames)
+        opts = AnimateOptions()
+        anchor_a, anchor_b = Anchor(), Anchor()
+        singles = [engine.animate(a, frames[0], anchor=anchor_a, options=opts),
+                   engine.animate(b, frames[1], anchor=anchor_b, options=opts),
+                   engine.animate(a, frames[2], anchor=anchor_a, options=opts)]
+        anchor_a, anchor_b = Anchor(), Anchor()
+        mixed = engine.animate_batch([a, b, a], frames, anchors=[anchor_a, anchor_b, anchor_a], options=opts)
+        # slot 0 reloaded
+        swapped = engine.animate_batch([b, b, a], frames, anchors=[anchor_b, anchor_b, anchor_a], options=opts)
+        one = engine.animate_batch(a, frames, anchors=anchor_a, options=opts)
     assert ("post", 3, True) in engine._graphs and ("post", 3, False) in engine._graphs
     for i in range(3):
         assert image_rel_l2(mixed[i], singles[i]) < 5e-3, i

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 
 from ..models import LivePortraitModels
-from .base import AnimateOptions, Engine, EngineBase, PendingImage, Ratios, SourceState
+from .base import Anchor, AnimateOptions, Engine, EngineBase, PendingImage, Ratios, SourceState, SourceVolumes
 from .baseline import BaselineEngine
 
 MODES = ("baseline", "optimized")
 
 
-def create_engine(mode: str, models: LivePortraitModels, device: str | torch.device, **kwargs) -> EngineBase:
+def create_engine(mode: str, models: LivePortraitModels, device: str | torch.device, **kwargs) -> Engine:
     """The engine for `mode` ("baseline" or "optimized") on `device`."""
     if mode == "baseline":
         return BaselineEngine(models, device, **kwargs)
@@ -22,5 +22,5 @@ def create_engine(mode: str, models: LivePortraitModels, device: str | torch.dev
     raise ValueError(f"unknown engine mode {mode!r}; choose one of {', '.join(MODES)}")
 
 
-__all__ = ["MODES", "AnimateOptions", "BaselineEngine", "Engine", "EngineBase", "PendingImage", "Ratios",
-           "SourceState", "create_engine"]
+__all__ = ["MODES", "Anchor", "AnimateOptions", "BaselineEngine", "Engine", "EngineBase", "PendingImage", "Ratios",
+           "SourceState", "SourceVolumes", "create_engine"]

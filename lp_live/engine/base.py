@@ -3,6 +3,10 @@
 An engine owns the networks on one device and runs F, M, W, G and the stitching MLP. The
 keypoint math between M and W is shared by every engine (`EngineBase.driving_keypoints`);
 engines differ in how they run the networks (precision, layout, compilation, graphs, copies).
+
+State has one owner each: the engine prepares an immutable `SourceState` per source (once per
+engine); the caller owns the driving `Anchor` (one per driving stream, filled by the engine
+from the first frame it animates) and the `AnimateOptions`, and passes both to every call.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -36,29 +40,54 @@ class Ratios:
     lip: torch.Tensor
 
 
-@dataclass
-class SourceState:
-    """Everything about the source that does not change per frame, plus the driving anchor.
+@dataclass(frozen=True, eq=False)
+class SourceVolumes:
+    """Source-only tensors of W, precomputed in the layout the engine samples them in."""
 
-    `anchor` is the driving motion that maps to the source's own pose (the first driving
-    frame, or the frame at the last re-anchor); `reanchor()` makes the next frame the anchor.
-    `cache` holds engine-specific source-only tensors (e.g. the compressed volume).
+    feature: torch.Tensor  # (1, 32, D, H, W): F(source)
+    compressed: torch.Tensor  # (1, 4, D, H, W): W's dense-motion `compress_source(feature)`
+
+
+@dataclass(frozen=True, eq=False)
+class SourceState:
+    """Everything about one source that does not change per frame, prepared by one engine.
+
+    Immutable: an engine prepares it once (`prepare_source`) and only reads it afterwards.
+    `lip_delta` is the keypoint shift that closes an open source mouth (used where the
+    options ask for lip normalisation); `volumes` the engine's precomputed W inputs, if any.
     """
 
     feature_3d: torch.Tensor  # (1, 32, 16, 64, 64)
-    motion: Motion
+    motion: Motion | None
     x_s: torch.Tensor  # (1, 21, 3)
-    options: AnimateOptions
     ratios: Ratios | None = None
     lip_delta: torch.Tensor | None = None
-    anchor: Motion | None = None
-    anchor_x: torch.Tensor | None = None
-    expression_scale: float = 1.0
-    cache: dict[str, torch.Tensor] = field(default_factory=dict)
+    volumes: SourceVolumes | None = None
 
-    def reanchor(self) -> None:
-        self.anchor = None
-        self.anchor_x = None
+
+@dataclass(eq=False)
+class Anchor:
+    """The driving pose that maps to the source's own pose; owned by the caller, one per driving stream.
+
+    Empty (`motion` None) until an engine animates with it: the engine then fills it from the
+    first driving frame it sees (`fill`). `reset()` makes the next frame the anchor again.
+    `x` and `expression_scale` are computed against the source it was filled for.
+    """
+
+    motion: Motion | None = None
+    x: torch.Tensor | None = None  # the anchor's keypoints relative to the source
+    expression_scale: float = 1.0
+
+    def reset(self) -> None:
+        self.motion = None
+        self.x = None
+        self.expression_scale = 1.0
+
+    def fill(self, source: SourceState, motion: Motion) -> None:
+        """Make the one-frame `motion` the driving pose that maps to `source`'s own pose."""
+        self.motion = motion
+        self.x = kin.relative_keypoints(source.motion, motion, motion)
+        self.expression_scale = kin.expression_multiplier(source.x_s, self.x)
 
 
 class PendingImage:
@@ -80,11 +109,13 @@ class PendingImage:
 
 @runtime_checkable
 class Engine(Protocol):
-    """What the pipeline needs from an engine.
+    """What the pipeline, the bench and the server type against (not `EngineBase`).
 
     Images are RGB uint8 (H, W, 3) numpy arrays, ideally already crops of the engine's
     `input_size` (256 by default; others are resized). `animate` returns the generated
     (2 * input_size, 2 * input_size, 3) RGB uint8 frame: 512x512 at the default size.
+    `prepare_source` once per source; every frame then names its `SourceState`, the caller's
+    `Anchor` for that driving stream (filled from the first frame) and the `AnimateOptions`.
 
     The live path splits a frame: inside `launching()` it runs `extract_motion` and `submit`,
     which returns a `PendingImage` at once where `asynchronous` is true (work queued on the
@@ -94,19 +125,25 @@ class Engine(Protocol):
     name: str
     device: torch.device
     models: LivePortraitModels
+    input_size: int
     asynchronous: bool
+    timer: StageTimer
 
-    def prepare_source(self, image: np.ndarray, *, options: AnimateOptions | None = None,
-                       ratios: Ratios | None = None) -> SourceState: ...
+    def prepare_source(self, image: np.ndarray, *, ratios: Ratios | None = None) -> SourceState: ...
 
     def extract_motion(self, image: np.ndarray) -> Motion: ...
 
-    def animate(self, state: SourceState, driving: np.ndarray | Motion, *,
+    def animate(self, source: SourceState, driving: np.ndarray | Motion, *, anchor: Anchor, options: AnimateOptions,
                 ratios: Ratios | None = None) -> np.ndarray: ...
+
+    def animate_batch(self, sources: SourceState | Sequence[SourceState], driving: np.ndarray | Motion, *,
+                      anchors: Anchor | Sequence[Anchor], options: AnimateOptions | Sequence[AnimateOptions],
+                      ratios: Ratios | None = None) -> np.ndarray: ...
 
     def launching(self) -> contextlib.AbstractContextManager[None]: ...
 
-    def submit(self, state: SourceState, motion: Motion, *, ratios: Ratios | None = None) -> PendingImage: ...
+    def submit(self, source: SourceState, motion: Motion, *, anchor: Anchor, options: AnimateOptions,
+               ratios: Ratios | None = None) -> PendingImage: ...
 
 
 class StageTimer:
@@ -184,33 +221,28 @@ class EngineBase:
         """(B, H, W, 3) or (H, W, 3) uint8 -> (B, 3, S, S) float32 on the device, S = input_size."""
         raise NotImplementedError
 
-    def generate(self, states: SourceState | Sequence[SourceState], x_d: torch.Tensor) -> np.ndarray:
+    def generate(self, sources: SourceState | Sequence[SourceState], x_d: torch.Tensor) -> np.ndarray:
         """W + G + conversion: driving keypoints (B, 21, 3) -> (B, 512, 512, 3) uint8, for one
-        source or one state per slot (`per_slot`)."""
+        source or one per slot (`per_slot`)."""
         raise NotImplementedError
 
-    def cache_source(self, state: SourceState) -> None:
-        """Hook for engines that precompute source-only tensors."""
+    def with_volumes(self, source: SourceState) -> SourceState:
+        """`source` with the engine's precomputed source-only tensors (a new state); here unchanged."""
+        return source
 
     # -- shared ----------------------------------------------------------------------------
     @torch.no_grad()
-    def prepare_source(self, image: np.ndarray, *, options: AnimateOptions | None = None,
-                       ratios: Ratios | None = None) -> SourceState:
+    def prepare_source(self, image: np.ndarray, *, ratios: Ratios | None = None) -> SourceState:
         x = self.to_input(image)
         motion = kin.motion_from_raw(self.motion_raw(x))
         x_s = kin.transform_keypoints(motion)
-        state = SourceState(
-            feature_3d=self.source_features(x),
-            motion=motion,
-            x_s=x_s,
-            options=options or AnimateOptions(),
-            ratios=ratios,
-        )
+        lip_delta = None
         if ratios is not None and float(ratios.lip[0, 0]) >= LIP_NORMALIZE_THRESHOLD:
             closed = torch.cat([ratios.lip, torch.zeros_like(ratios.lip)], dim=1)
-            state.lip_delta = kin.retarget(self.models.lip, x_s, closed)
-        self.cache_source(state)
-        return state
+            lip_delta = kin.retarget(self.models.lip, x_s, closed)
+        source = SourceState(feature_3d=self.source_features(x), motion=motion, x_s=x_s, ratios=ratios,
+                             lip_delta=lip_delta)
+        return self.with_volumes(source)
 
     @torch.no_grad()
     def extract_motion(self, image: np.ndarray) -> Motion:
@@ -220,22 +252,25 @@ class EngineBase:
             return kin.motion_from_raw(self.motion_raw(x))
 
     @torch.no_grad()
-    def driving_keypoints(self, states: SourceState | Sequence[SourceState], motion: Motion,
+    def driving_keypoints(self, sources: SourceState | Sequence[SourceState], motion: Motion, *,
+                          anchors: Anchor | Sequence[Anchor], options: AnimateOptions | Sequence[AnimateOptions],
                           ratios: Ratios | None = None) -> torch.Tensor:
         """Driving keypoints (B, 21, 3) for B driving motions: relative motion, rescaling, retargeting, stitching.
 
-        `states` is one source for every frame, or one state per slot (B of them; a state may fill
-        several slots). Slots are taken in order: a state without an anchor takes the first of its
-        slots' frames as its anchor, so one call equals B single-frame calls in slot order.
+        `sources`, `anchors` and `options` are each one for every frame or one per slot (B of
+        them; one object may fill several slots). Slots are taken in order: an empty anchor takes
+        the first of its slots' frames, so one call equals B single-frame calls in slot order.
         `ratios` (driving eye/lip ratios) has B rows.
         """
         b = motion.kp.shape[0]
-        slots = per_slot(states, b)
-        if isinstance(slots, SourceState):
-            return self._source_keypoints(slots, motion, ratios)
-        groups: dict[int, list[int]] = {}  # state -> its slots, in order of first appearance
-        for i, state in enumerate(slots):
-            groups.setdefault(id(state), []).append(i)
+        slots = [per_slot(sources, b, SourceState, "source states"), per_slot(anchors, b, Anchor, "anchors"),
+                 per_slot(options, b, AnimateOptions, "options")]
+        if not any(isinstance(s, list) for s in slots):
+            return self._source_keypoints(*slots, motion, ratios)
+        slots = [s if isinstance(s, list) else [s] * b for s in slots]
+        groups: dict[tuple[int, ...], list[int]] = {}  # (source, anchor, options) -> its slots, in order
+        for i, key in enumerate(zip(*slots)):
+            groups.setdefault(tuple(map(id, key)), []).append(i)
         out: list[torch.Tensor | None] = [None] * b
         for indices in groups.values():
             def pick(t: torch.Tensor, indices: list[int] = indices) -> torch.Tensor:
@@ -243,55 +278,59 @@ class EngineBase:
                 return torch.cat([t[i : i + 1] for i in indices])
 
             sub_ratios = None if ratios is None else Ratios(eye=pick(ratios.eye), lip=pick(ratios.lip))
-            x_d = self._source_keypoints(slots[indices[0]], motion.map(pick), sub_ratios)
+            first = indices[0]
+            x_d = self._source_keypoints(slots[0][first], slots[1][first], slots[2][first], motion.map(pick),
+                                         sub_ratios)
             for j, i in enumerate(indices):
                 out[i] = x_d[j : j + 1]
         return torch.cat(out)
 
-    def _source_keypoints(self, state: SourceState, motion: Motion, ratios: Ratios | None) -> torch.Tensor:
-        """`driving_keypoints` of B frames that all animate `state` (its x_s broadcast over them)."""
-        opts, x_s = state.options, state.x_s
+    def _source_keypoints(self, source: SourceState, anchor: Anchor, opts: AnimateOptions, motion: Motion,
+                          ratios: Ratios | None) -> torch.Tensor:
+        """`driving_keypoints` of B frames that all animate `source` (its x_s broadcast over them)."""
+        x_s = source.x_s
         b = motion.kp.shape[0]
-        if state.anchor is None:
-            set_anchor(state, motion.map(lambda t: t[:1]))
-        x_d = kin.relative_keypoints(state.motion, motion, state.anchor)
+        if anchor.motion is None:
+            anchor.fill(source, motion.map(lambda t: t[:1]))
+        x_d = kin.relative_keypoints(source.motion, motion, anchor.motion)
         if opts.expression_friendly:
-            x_d = (x_d - state.anchor_x) * state.expression_scale + x_s
+            x_d = (x_d - anchor.x) * anchor.expression_scale + x_s
         retargeting = (opts.eye_retargeting or opts.lip_retargeting) and ratios is not None \
-            and state.ratios is not None
+            and source.ratios is not None
         if retargeting:
             x_d = x_s.expand(b, -1, -1)
             if opts.eye_retargeting:
-                eye = torch.cat([state.ratios.eye.expand(b, -1), ratios.eye[:, :1]], dim=1)
+                eye = torch.cat([source.ratios.eye.expand(b, -1), ratios.eye[:, :1]], dim=1)
                 x_d = x_d + kin.retarget(self.models.eye, x_s, eye)
             if opts.lip_retargeting:
-                lip = torch.cat([state.ratios.lip.expand(b, -1), ratios.lip], dim=1)
+                lip = torch.cat([source.ratios.lip.expand(b, -1), ratios.lip], dim=1)
                 x_d = x_d + kin.retarget(self.models.lip, x_s, lip)
             if opts.stitching:
                 x_d = kin.stitch(self.models.stitching, x_s, x_d)
         else:
             if opts.stitching:
                 x_d = kin.stitch(self.models.stitching, x_s, x_d)
-            if opts.normalize_lip and state.lip_delta is not None:
-                x_d = x_d + state.lip_delta
+            if opts.normalize_lip and source.lip_delta is not None:
+                x_d = x_d + source.lip_delta
         return kin.apply_multiplier(x_s, x_d, opts.multiplier)
 
     @torch.no_grad()
-    def animate_batch(self, states: SourceState | Sequence[SourceState], driving: np.ndarray | Motion, *,
+    def animate_batch(self, sources: SourceState | Sequence[SourceState], driving: np.ndarray | Motion, *,
+                      anchors: Anchor | Sequence[Anchor], options: AnimateOptions | Sequence[AnimateOptions],
                       ratios: Ratios | None = None) -> np.ndarray:
         """B driving frames (B, H, W, 3), or their motion, -> (B, 2S, 2S, 3) uint8.
 
-        `states`: one source animated by every frame, or one state per slot (several users or
+        `sources`, `anchors`, `options`: one for every frame or one per slot (several users or
         faces in one batch; see `driving_keypoints` for the anchors). `ratios`: B rows.
         """
         motion = driving if isinstance(driving, Motion) else self.extract_motion(driving)
         with self.timer.stage("stitching"):
-            x_d = self.driving_keypoints(states, motion, ratios)
-        return self.generate(states, x_d)
+            x_d = self.driving_keypoints(sources, motion, anchors=anchors, options=options, ratios=ratios)
+        return self.generate(sources, x_d)
 
-    def animate(self, state: SourceState, driving: np.ndarray | Motion, *,
+    def animate(self, source: SourceState, driving: np.ndarray | Motion, *, anchor: Anchor, options: AnimateOptions,
                 ratios: Ratios | None = None) -> np.ndarray:
-        return self.animate_batch(state, driving, ratios=ratios)[0]
+        return self.animate_batch(source, driving, anchors=anchor, options=options, ratios=ratios)[0]
 
     # -- split per-frame path: queue the device work now, take the image later ---------------
     @contextlib.contextmanager
@@ -300,25 +339,19 @@ class EngineBase:
         `submit`): here the caller's own stream; the optimized engine's CUDA stream there."""
         yield
 
-    def submit(self, state: SourceState, motion: Motion, *, ratios: Ratios | None = None) -> PendingImage:
+    def submit(self, source: SourceState, motion: Motion, *, anchor: Anchor, options: AnimateOptions,
+               ratios: Ratios | None = None) -> PendingImage:
         """Start animating one frame from its driving motion; `result()` of the returned
         `PendingImage` is what `animate` returns. Here it is computed before returning."""
-        return PendingImage(self.animate(state, motion, ratios=ratios))
+        return PendingImage(self.animate(source, motion, anchor=anchor, options=options, ratios=ratios))
 
 
-def per_slot(states: SourceState | Sequence[SourceState], batch: int) -> SourceState | list[SourceState]:
-    """`states` for a batch of `batch` slots: one state when every slot animates the same source
-    (then its tensors broadcast over the batch), else the list of the slots' states."""
-    if isinstance(states, SourceState):
-        return states
-    states = list(states)
-    if len(states) != batch:
-        raise ValueError(f"{len(states)} source states for a batch of {batch} driving frames")
-    return states[0] if all(s is states[0] for s in states) else states
-
-
-def set_anchor(state: SourceState, anchor: Motion) -> None:
-    """Make the one-frame motion `anchor` the driving pose that maps to the source's own pose."""
-    state.anchor = anchor
-    state.anchor_x = kin.relative_keypoints(state.motion, anchor, anchor)
-    state.expression_scale = kin.expression_multiplier(state.x_s, state.anchor_x)
+def per_slot(items, batch: int, kind: type, what: str = "source states"):
+    """`items` (one `kind` or a sequence of them) for a batch of `batch` slots: the one item when
+    every slot has the same (then a source's tensors broadcast over the batch), else the list."""
+    if isinstance(items, kind):
+        return items
+    items = list(items)
+    if len(items) != batch:
+        raise ValueError(f"{len(items)} {what} for a batch of {batch} driving frames")
+    return items[0] if all(s is items[0] for s in items) else items

@@ -47,8 +47,8 @@ class BaselineEngine(EngineBase):
         with self._autocast():
             return {k: v.float() for k, v in self.models.motion_extractor(image).items()}
 
-    def warp(self, states: SourceState | Sequence[SourceState], x_d: torch.Tensor) -> torch.Tensor:
-        slots = per_slot(states, x_d.shape[0])
+    def warp(self, sources: SourceState | Sequence[SourceState], x_d: torch.Tensor) -> torch.Tensor:
+        slots = per_slot(sources, x_d.shape[0], SourceState)
         if isinstance(slots, SourceState):  # one source: a view over the batch
             f_s = slots.feature_3d.expand(x_d.shape[0], *slots.feature_3d.shape[1:])
             x_s = slots.x_s.expand_as(x_d)
@@ -58,9 +58,9 @@ class BaselineEngine(EngineBase):
         with self._autocast():
             return self.models.warping_module(f_s, kp_driving=x_d, kp_source=x_s)["out"]
 
-    def generate(self, states: SourceState | Sequence[SourceState], x_d: torch.Tensor) -> np.ndarray:
+    def generate(self, sources: SourceState | Sequence[SourceState], x_d: torch.Tensor) -> np.ndarray:
         with self.timer.stage("warping"):
-            feature = self.warp(states, x_d)
+            feature = self.warp(sources, x_d)
         with self.timer.stage("generator"), self._autocast():
             image = self.models.spade_generator(feature).float()
         with self.timer.stage("copy_d2h"):

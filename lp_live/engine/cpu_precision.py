@@ -5,7 +5,7 @@ Xeon(R) Processor with AVX-512 BF16 but no AMX, oneDNN's bf16 convolutions ran s
 float32 ones (W-shaped Conv3d's 1.2-2x, G-shaped Conv2d's 1.3-1.6x, eager, busy machine),
 while with AMX bf16 is several times faster. So `cpu_precisions()` times convs shaped like
 the bulk of W's and of G's work in both dtypes, each in the layout the engine would use for
-that dtype (`default_layout`: channels_last and the split mask conv for bf16), and keeps bf16
+that dtype (`default_plan`: channels_last and the split mask conv for bf16), and keeps bf16
 for a network only where it takes at most `BF16_MIN_GAIN` of the float32 time (bf16 costs
 accuracy, so it must clearly pay). Only convolutions are timed: they are most of W's and G's
 time, and the element-wise work around them is fused by inductor (memory-bound, where bf16
@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from .. import cputune
-from .optimized import SplitConv3d, default_layout
+from .plan import default_plan
+from .rewrites import SplitConv3d
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +39,20 @@ _DTYPES = {v: k for k, v in _NAMES.items()}
 def proxy_convs(network: str, dtype: torch.dtype) -> list[tuple[nn.Module, torch.Tensor]]:
     """(conv, input) pairs shaped like the bulk of `network`'s work at a reduced size, in `dtype`
     and the engine's layout for it; random weights (the rate does not depend on the values)."""
-    layout = default_layout(torch.device("cpu"), dtype)
+    plan = default_plan(torch.device("cpu"), dtype)
     with torch.random.fork_rng(devices=[]):  # the global RNG stream is not disturbed
         torch.manual_seed(0)
         if network == "warping":
-            fmt = torch.channels_last_3d if layout.warping_channels_last else torch.contiguous_format
+            fmt = torch.channels_last_3d if plan.warping_channels_last else torch.contiguous_format
             mask = nn.Conv3d(142, 22, 7, padding=3)
-            chunk = layout.split_channels
+            chunk = plan.split_channels
             specs = [
                 (nn.Conv3d(110, 64, 3, padding=1), (1, 110, 16, 16, 16)),  # the hourglass's first conv
                 (nn.Conv3d(256, 128, 3, padding=1), (1, 256, 16, 8, 8)),  # a decoder level
                 (SplitConv3d(mask, tuple(range(chunk, 142, chunk)) if chunk else ()), (1, 142, 8, 16, 16)),  # mask
             ]
         elif network == "generator":
-            fmt = torch.channels_last if layout.generator_channels_last else torch.contiguous_format
+            fmt = torch.channels_last if plan.generator_channels_last else torch.contiguous_format
             specs = [
                 (nn.Conv2d(512, 512, 3, padding=1), (1, 512, 16, 16)),  # the SPADE resblocks
                 (nn.Conv2d(256, 256, 3, padding=1), (1, 256, 32, 32)),  # an upsampling block
@@ -98,7 +99,7 @@ def cpu_precisions() -> tuple[dict[str, torch.dtype], str, dict]:
 
     Decided: "cache", "measured", or "no native bf16" (bf16 would be emulated: float32, unmeasured).
     """
-    from .optimized import cpu_supports_bf16
+    from .precision import cpu_supports_bf16
 
     if not cpu_supports_bf16():
         return dict.fromkeys(NETWORKS, torch.float32), "no native bf16", {}

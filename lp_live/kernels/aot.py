@@ -9,9 +9,9 @@ Local memory is what register spills go to; triton's runtime reports it as `n_sp
 
 Specialization: triton's JIT marks pointer arguments whose address, and int arguments whose
 value, is a multiple of 16 with a divisibility hint, and compiles a variant per pattern.
-`aligned=True` hints every pointer and size (the engine's 16x64x64 volumes and 256-channel
-GEMM), `aligned=False` none (odd sizes); the two bracket what runs. (An int argument equal to
-1 becomes a constant at run time; the model never passes one.)
+`aligned=True` hints every pointer and size (the engine's 16x64x64 volumes), `aligned=False`
+none (odd sizes); the two bracket what runs. (An int argument equal to 1 becomes a constant at
+run time; the model never passes one.)
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""`lp-live bench --kernels`: each kernel against the PyTorch path it replaces, and the whole
-warping module with and without the kernels, in one run.
+"""`lp-live bench --kernels`: each kernel against the PyTorch path it replaces, and W's three
+sampling steps through the fused sampler against the PyTorch one (`samplers.py`), in one run.
 
 On CUDA (with triton) the kernels are the Triton ones; elsewhere `Backend.AUTO` resolves to
 the PyTorch reference, so the "kernels" column times the reference path (useful to exercise
@@ -15,14 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from ..models import build
-from ..models.checkpoint import synthetic_state_dict
+from ..models.warping import sparse_motion
 from . import reference
 from .backend import Backend, resolve_backend
-from .ops import COMPRESSED_CHANNELS, grid_sample_3d, hourglass_input, pointwise_conv_occlusion, softmax_deformation
-from .warping import warp_with_kernels
+from .ops import COMPRESSED_CHANNELS, grid_sample_3d, hourglass_input, softmax_deformation
+from .samplers import FusedSampler, GridSampleSampler, Sampler
 
 NUM_KP = 21
 FEATURE_CHANNELS = 32  # reshape_channel of the official W
@@ -37,26 +35,23 @@ def run_kernel_benchmarks(
     batch: int = 1,
     size: tuple[int, int, int] = (16, 64, 64),
     seed: int = 0,
-    warping_module: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Median milliseconds per call, kernel vs PyTorch, and the warping module with and without kernels.
+    """Median milliseconds per call, kernel vs PyTorch, and W's sampling through each sampler.
 
     Args:
         device: where to run; "cuda" times the Triton kernels.
-        dtype: feature dtype (float32, float16, bfloat16). Coordinates stay float32. For the
-            whole module, a dtype other than float32 runs both paths under `torch.autocast`
-            (as the official half-precision mode does).
+        dtype: feature dtype (float32, float16, bfloat16) of the single kernels. Coordinates
+            stay float32, and so do the samplers' inputs (as the optimized engine feeds them).
         repeats: timed calls per measurement (median reported).
         warmup: untimed calls first (Triton compilation, cuDNN autotuning).
         batch: B.
         size: (D, H, W) of the feature volume; W needs D = 16 and H, W divisible by 32.
         seed: for the synthetic inputs.
-        warping_module: the W to time (e.g. with the real weights); None builds one with
-            `synthetic_state_dict` weights.
 
     Returns a dict: device, dtype, backend ("triton" or "reference"), batch, size, repeats,
-    `kernels` {name: {kernel_ms, torch_ms, speedup, max_abs_diff}} and `warping_module`
-    {kernels_ms, torch_ms, speedup, max_abs_diff} (max_abs_diff of `out`).
+    `kernels` {name: {kernel_ms, torch_ms, speedup, max_abs_diff}} and `samplers`
+    {kernel_ms, torch_ms, speedup, max_abs_diff}: hourglass input, deformation and warp through
+    `FusedSampler` against `GridSampleSampler` (max_abs_diff of the warped volume).
     """
     device = torch.device(device)
     d, h, w = size
@@ -71,19 +66,10 @@ def run_kernel_benchmarks(
     kp_driving = kp_source + randn(batch, NUM_KP, 3, scale=0.05)
     mask_logits = randn(batch, NUM_KP + 1, d, h, w, scale=2.0).to(dtype)
     deformation = (reference.identity_grid(d, h, w, device) + randn(batch, d, h, w, 3, scale=0.03)).contiguous()
-    hidden = torch.relu(randn(batch, 256, h, w)).to(dtype)
-    occlusion = torch.sigmoid(randn(batch, 1, h, w)).to(dtype)
-
-    module = warping_module
-    if module is None:
-        module = build("warping_module")
-        module.load_state_dict(synthetic_state_dict("warping_module", module), strict=True)
-    module = module.to(device).eval()
-    fourth_weight, fourth_bias = module.fourth.weight.to(dtype), module.fourth.bias.to(dtype)
 
     slots = NUM_KP + 1
     repeated = compressed[:, None].expand(batch, slots, *compressed.shape[1:]).reshape(batch * slots, -1, d, h, w)
-    sparse = reference.sparse_motion(reference.identity_grid(d, h, w, device), kp_driving, kp_source)
+    sparse = sparse_motion(reference.identity_grid(d, h, w, device), kp_driving, kp_source)
     sparse = sparse.reshape(batch * slots, d, h, w, 3)
 
     def ref_grid_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -110,11 +96,6 @@ def run_kernel_benchmarks(
             lambda: softmax_deformation(mask_logits, kp_driving, kp_source),
             lambda: reference.softmax_deformation(mask_logits, kp_driving, kp_source),
         ),
-        # W.fourth (1x1 conv 256->256) + occlusion multiply
-        "pointwise_conv_occlusion": (
-            lambda: pointwise_conv_occlusion(hidden, fourth_weight, fourth_bias, occlusion),
-            lambda: F.conv2d(hidden, fourth_weight, fourth_bias) * occlusion,
-        ),
     }
 
     result: dict[str, Any] = {
@@ -131,24 +112,10 @@ def run_kernel_benchmarks(
         for name, (kernel, torch_path) in cases.items():
             result["kernels"][name] = _compare(kernel, torch_path, device, warmup, repeats)
 
-        compressed_w = module.dense_motion_network.compress_source(feature.float())  # cached per source
-        autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-
-        def module_path() -> torch.Tensor:
-            with autocast:
-                return module(feature.float(), kp_driving, kp_source, compressed_w)["out"]
-
-        def kernel_path() -> torch.Tensor:
-            with autocast:
-                return warp_with_kernels(module, feature.float(), kp_driving, kp_source, compressed_w)["out"]
-
-        timing = _compare(kernel_path, module_path, device, warmup, repeats)
-        result["warping_module"] = {
-            "kernels_ms": timing["kernel_ms"],
-            "torch_ms": timing["torch_ms"],
-            "speedup": timing["speedup"],
-            "max_abs_diff": timing["max_abs_diff"],
-        }
+        fused, plain = (cls((d, h, w), device=device) for cls in (FusedSampler, GridSampleSampler))
+        inputs = (feature.float(), compressed.float(), mask_logits.float(), kp_driving, kp_source)
+        result["samplers"] = _compare(lambda: _sample(fused, *inputs), lambda: _sample(plain, *inputs), device,
+                                      warmup, repeats)
     return result
 
 
@@ -161,10 +128,19 @@ def format_kernel_benchmarks(result: dict[str, Any]) -> str:
     ]
     rows = [(name, r["kernel_ms"], r["torch_ms"], r["speedup"], r["max_abs_diff"])
             for name, r in result["kernels"].items()]
-    wm = result["warping_module"]
-    rows.append(("warping module (whole forward)", wm["kernels_ms"], wm["torch_ms"], wm["speedup"], wm["max_abs_diff"]))
+    r = result["samplers"]
+    rows.append(("W sampling (fused vs PyTorch sampler)", r["kernel_ms"], r["torch_ms"], r["speedup"],
+                 r["max_abs_diff"]))
     lines += [f"{n:38s} {k:10.3f} {t:10.3f} {s:7.2f}x {e:11.2e}" for n, k, t, s, e in rows]
     return "\n".join(lines)
+
+
+def _sample(sampler: Sampler, feature: torch.Tensor, compressed: torch.Tensor, mask_logits: torch.Tensor,
+            kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
+    """W's three sampling steps; the hourglass input is reduced into the mask logits so it is used."""
+    x = sampler.hourglass_input(compressed, kp_driving, kp_source)
+    logits = mask_logits + x[:, : mask_logits.shape[1]]
+    return sampler.warp(feature, sampler.deformation(logits, kp_driving, kp_source))
 
 
 def _compare(

@@ -128,41 +128,6 @@ def softmax_deformation(
     return _deformation(mask_logits, kp_driving, kp_source, grid, True, backend)
 
 
-def pointwise_conv_occlusion(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, occlusion: torch.Tensor, *,
-    backend: Backend | str = Backend.AUTO,
-) -> torch.Tensor:
-    """(conv1x1(x, weight) + bias) * occlusion in one pass: WarpingNetwork's `fourth` and occlusion multiply.
-
-    The occlusion multiply cannot move into the warp's sampler (the 3x3 `third` conv, its
-    BatchNorm and LeakyReLU, and `fourth`'s bias come between), so it is fused here, into the
-    epilogue of `fourth`, after the bias, as in the official order. With float32 inputs on
-    CUDA the product uses TF32 exactly when `torch.backends.cudnn.allow_tf32` is set (as the
-    cuDNN conv it replaces would).
-
-    Args:
-        x: (B, Cin, H, W), float32/float16/bfloat16.
-        weight: (Cout, Cin, 1, 1) or (Cout, Cin); cast to x's dtype.
-        bias: (Cout,) or None; cast to x's dtype.
-        occlusion: (B, 1, H, W) occlusion map; cast to x's dtype.
-
-    Returns (B, Cout, H, W) in x's dtype.
-    """
-    _check_features("x", x, 4)
-    b, cin, h, w = x.shape
-    if weight.dim() not in (2, 4) or weight.shape[1] != cin or (weight.dim() == 4 and weight.shape[2:] != (1, 1)):
-        raise ValueError(f"weight shape {tuple(weight.shape)} != (Cout, {cin}, 1, 1) or (Cout, {cin})")
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"bias shape {tuple(bias.shape)} != ({weight.shape[0]},)")
-    if tuple(occlusion.shape) != (b, 1, h, w):
-        raise ValueError(f"occlusion shape {tuple(occlusion.shape)} != {(b, 1, h, w)}")
-    _check_devices(x, weight, occlusion, *(() if bias is None else (bias,)))
-    weight = weight.reshape(weight.shape[0], cin)
-    if torch.compiler.is_compiling():
-        return torch.ops.lp_live.pointwise_conv_occlusion(x, weight, bias, occlusion, Backend(backend).value)
-    return _pointwise_conv_occlusion(x, weight, bias, occlusion, backend)
-
-
 # ---------------------------------------------------------------------------------------------
 # implementations
 # ---------------------------------------------------------------------------------------------
@@ -214,32 +179,10 @@ def _deformation(
     )
 
 
-def _pointwise_conv_occlusion(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, occlusion: torch.Tensor, backend: Backend | str
-) -> torch.Tensor:
-    if resolve_backend(backend, x, weight, occlusion) is Backend.REFERENCE:
-        return reference.pointwise_conv_occlusion(x, weight[:, :, None, None], bias, occlusion)
-    b, cin, h, w = x.shape
-    cout = weight.shape[0]
-    if x.numel() == 0 or cout == 0:
-        return x.new_zeros((b, cout, h, w))
-    _check_int32(max(cin, cout) * h * w)
-    # one dtype for every operand, so that one compiled variant per dtype serves all calls (a no-op
-    # for W's own call: its fourth conv and occlusion map are in x's dtype already)
-    bias = x.new_zeros(cout) if bias is None else bias.to(x.dtype)
-    # tf32 only for float32 operands on CUDA, following cuDNN's switch; the CPU conv is exact
-    tf32 = x.dtype != torch.float32 or (x.is_cuda and torch.backends.cudnn.allow_tf32)
-    return triton_module(x.device).pointwise_conv_occlusion(
-        x.contiguous(), weight.to(x.dtype).contiguous(), bias.contiguous(), occlusion.to(x.dtype).contiguous(),
-        "tf32" if tf32 else "ieee",
-    )
-
-
 def triton_launches() -> list[Launch]:
     """Every Triton kernel variant the functions above launch on CUDA (`triton_kernels.Launch` objects).
 
-    One per feature dtype and flag: softmax or not for the deformation, tf32 or ieee for float32
-    GEMMs (bfloat16 / float16 GEMMs pass "tf32", which triton ignores for them). The hourglass
+    One per feature dtype and flag (softmax or not for the deformation). The hourglass
     input is compiled per channel count (a constexpr); this lists the model's (COMPRESSED_CHANNELS).
     `tests/test_kernels_aot.py` compiles each for the GPU architectures the project supports.
     """
@@ -250,8 +193,6 @@ def triton_launches() -> list[Launch]:
         launches.append(tk.grid_sample_3d_launch(dtype))
         launches.append(tk.hourglass_input_launch(dtype, COMPRESSED_CHANNELS, KP_VARIANCE))
         launches.extend(tk.deformation_launch(dtype, softmax) for softmax in (False, True))
-        precisions = ("ieee", "tf32") if dtype == torch.float32 else ("tf32",)
-        launches.extend(tk.pointwise_conv_occlusion_launch(dtype, p) for p in precisions)
     return launches
 
 
@@ -348,15 +289,3 @@ def _(mask: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor, gri
       backend: str):
     b, _, d, h, w = mask.shape
     return mask.new_empty((b, d, h, w, 3), dtype=torch.float32)
-
-
-@torch.library.custom_op("lp_live::pointwise_conv_occlusion", mutates_args=())
-def _pointwise_conv_occlusion_op(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, occlusion: torch.Tensor, backend: str
-) -> torch.Tensor:
-    return _pointwise_conv_occlusion(x, weight, bias, occlusion, backend)
-
-
-@_pointwise_conv_occlusion_op.register_fake
-def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, occlusion: torch.Tensor, backend: str):
-    return x.new_empty((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]))

@@ -11,7 +11,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from ..models.warping import kp2gaussian, make_coordinate_grid
+from ..models.warping import kp2gaussian, make_coordinate_grid, sparse_motion
 
 
 @lru_cache(maxsize=16)
@@ -33,13 +33,6 @@ def grid_sample_3d(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         input.float(), grid.float(), mode="bilinear", padding_mode="zeros", align_corners=False
     )
     return sampled.to(input.dtype)
-
-
-def sparse_motion(grid: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
-    """(B, K+1, D, H, W, 3): the identity grid, then grid - kd_k + ks_k (DenseMotionNetwork.sparse_motion)."""
-    b = kp_driving.shape[0]
-    motions = grid - kp_driving[:, :, None, None, None, :] + kp_source[:, :, None, None, None, :]
-    return torch.cat([grid.expand(b, 1, *grid.shape), motions], dim=1)
 
 
 def hourglass_input(compressed: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor,
@@ -74,11 +67,3 @@ def softmax_deformation(mask_logits: torch.Tensor, kp_driving: torch.Tensor, kp_
                         grid: torch.Tensor | None = None) -> torch.Tensor:
     """`deformation` of the float32 softmax over the K+1 slots of the mask conv's output."""
     return deformation(F.softmax(mask_logits.float(), dim=1), kp_driving, kp_source, grid)
-
-
-def pointwise_conv_occlusion(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, occlusion: torch.Tensor
-) -> torch.Tensor:
-    """(conv1x1(x) + bias) * occlusion, in x's dtype: WarpingNetwork's `fourth` and occlusion steps."""
-    bias = None if bias is None else bias.to(x.dtype)
-    return (F.conv2d(x, weight.to(x.dtype), bias) * occlusion.to(x.dtype)).to(x.dtype)

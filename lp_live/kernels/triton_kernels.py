@@ -1,5 +1,5 @@
-"""Triton kernels for the warping module: trilinear sampling, the fused hourglass input, the
-softmax-weighted deformation, and the final 1x1 conv with the occlusion multiply.
+"""Triton kernels for the warping module: trilinear sampling, the fused hourglass input and the
+softmax-weighted deformation.
 
 The launchers here trust their arguments (contiguous, validated shapes); `ops.py` checks them.
 Coordinates are always float32; features may be float32, float16 or bfloat16 and are
@@ -8,8 +8,8 @@ accumulated in float32.
 Interpreter note: `backend.triton_module` may load a second copy of this file with
 `triton.knobs.runtime.interpret` switched on, after triton itself was imported without
 TRITON_INTERPRET. triton's own `@jit` library functions (`tl.zeros`, `tl.cdiv`, `tl.sum`,
-`tl.sigmoid`, ...) were then built as compiled functions that the interpreter cannot call, so
-the kernels use builtins only (`tl.full`, `tl.where`, `tl.maximum`, `tl.exp`, `tl.dot`, ...).
+...) were then built as compiled functions that the interpreter cannot call, so
+the kernels use builtins only (`tl.full`, `tl.where`, `tl.maximum`, `tl.exp`, ...).
 Each kernel is still written for the CUDA compiler; the interpreter is its CPU check.
 """
 
@@ -25,7 +25,6 @@ import triton.language as tl
 
 SAMPLE_BLOCK = 256  # output voxels per program (2 per thread at 4 warps)
 CHANNELS_PER_PROGRAM = 4  # grid_sample_3d: channels one program samples with one set of weights
-GEMM_BLOCK_M, GEMM_BLOCK_N, GEMM_BLOCK_K = 64, 64, 32
 
 
 @triton.jit
@@ -229,38 +228,6 @@ def _deformation_kernel(
     tl.store(out + 2, az, mask=lane)
 
 
-@triton.jit
-def _pointwise_conv_occlusion_kernel(
-    x_ptr, w_ptr, bias_ptr, occ_ptr, out_ptr, CIN, COUT, P,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-):
-    """Program (out-channel block, pixel block, b): out = (W @ x[b] + bias) * occ[b], fp32 accumulate."""
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    m_ok = rm < COUT
-    n_ok = rn < P
-    x_b = x_ptr + b * CIN * P
-    acc = tl.full([BLOCK_M, BLOCK_N], 0.0, tl.float32)
-    for k0 in range(0, CIN, BLOCK_K):
-        kk = k0 + rk
-        k_ok = kk < CIN
-        a = tl.load(w_ptr + rm[:, None] * CIN + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-        x = tl.load(x_b + kk[:, None] * P + rn[None, :], mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        acc = tl.dot(a, x, acc, input_precision=INPUT_PRECISION)
-    bias = tl.load(bias_ptr + rm, mask=m_ok, other=0.0).to(tl.float32)
-    occ = tl.load(occ_ptr + b * P + rn, mask=n_ok, other=0.0).to(tl.float32)
-    out = (acc + bias[:, None]) * occ[None, :]
-    dst = out_ptr + b * COUT * P + rm[:, None] * P + rn[None, :]
-    tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
-
-
-# ---------------------------------------------------------------------------------------------
-# launch variants: what each launcher compiles, shared with the ahead-of-time compile test
-# ---------------------------------------------------------------------------------------------
 _TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
@@ -328,17 +295,6 @@ def deformation_launch(dtype: torch.dtype, softmax: bool) -> Launch:
     )
 
 
-@cache
-def pointwise_conv_occlusion_launch(dtype: torch.dtype, input_precision: str) -> Launch:
-    """`pointwise_conv_occlusion` with x, weight, bias, occlusion and output all in `dtype`."""
-    return Launch(
-        _pointwise_conv_occlusion_kernel,
-        pointers=tuple((arg, dtype) for arg in ("x_ptr", "w_ptr", "bias_ptr", "occ_ptr", "out_ptr")),
-        constexprs=(("BLOCK_M", GEMM_BLOCK_M), ("BLOCK_N", GEMM_BLOCK_N), ("BLOCK_K", GEMM_BLOCK_K),
-                    ("INPUT_PRECISION", input_precision)),
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # launchers: contiguous inputs, float32 coordinates and keypoints, outputs allocated here
 # ---------------------------------------------------------------------------------------------
@@ -386,20 +342,5 @@ def deformation(
     launch = (triton.cdiv(p, SAMPLE_BLOCK), b)
     deformation_launch(mask.dtype, softmax)(
         launch, mask, identity, kp_driving, kp_source, out, p, slots - 1, _batch_stride(kp_source, b)
-    )
-    return out
-
-
-def pointwise_conv_occlusion(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, occlusion: torch.Tensor, input_precision: str
-) -> torch.Tensor:
-    """x (B, Cin, H, W); weight (Cout, Cin), bias (Cout,), occlusion (B, 1, H, W) in x's dtype -> (B, Cout, H, W)."""
-    b, cin, h, w = x.shape
-    cout = weight.shape[0]
-    p = h * w
-    out = torch.empty((b, cout, h, w), dtype=x.dtype, device=x.device)
-    launch = (triton.cdiv(cout, GEMM_BLOCK_M), triton.cdiv(p, GEMM_BLOCK_N), b)
-    pointwise_conv_occlusion_launch(x.dtype, input_precision)(
-        launch, x, weight, bias, occlusion, out, cin, cout, p
     )
     return out

@@ -34,6 +34,33 @@ def kp2gaussian(kp: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return torch.exp(-0.5 * (diff**2).sum(-1) / KP_VARIANCE)
 
 
+def sparse_motion(grid: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
+    """Per-slot sampling grids (B, K+1, D, H, W, 3): identity, then grid - kd_k + ks_k."""
+    b = kp_driving.shape[0]
+    kd = kp_driving[:, :, None, None, None, :]
+    ks = kp_source[:, :, None, None, None, :]
+    motions = grid - kd + ks  # (B, K, D, H, W, 3)
+    identity = grid.expand(b, 1, *grid.shape)
+    return torch.cat([identity, motions], dim=1)
+
+
+def deformed_features(compressed: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+    """The compressed volume (B, C, D, H, W) sampled by each slot's grid `sparse`: (B, K+1, C, D, H, W)."""
+    b, slots = sparse.shape[:2]
+    c, d, h, w = compressed.shape[1:]
+    repeated = compressed[:, None].expand(b, slots, c, d, h, w).reshape(b * slots, c, d, h, w)
+    grids = sparse.reshape(b * slots, d, h, w, 3)
+    sampled = F.grid_sample(repeated, grids, align_corners=False)
+    return sampled.reshape(b, slots, c, d, h, w)
+
+
+def heatmaps(grid: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
+    """Driving minus source Gaussians, a zero background slot first: (B, K+1, 1, D, H, W)."""
+    heat = kp2gaussian(kp_driving, grid) - kp2gaussian(kp_source, grid)
+    zeros = heat.new_zeros(heat.shape[0], 1, *heat.shape[2:])
+    return torch.cat([zeros, heat], dim=1).unsqueeze(2)
+
+
 class Hourglass3d(nn.Module):
     """3-D U-Net: `num_blocks` (1, 2, 2) down/up steps, skips concatenated as [up, skip]."""
 
@@ -106,30 +133,6 @@ class DenseMotionNetwork(nn.Module):
         """(B, 32, D, H, W) -> (B, 4, D, H, W). Depends only on the source: cacheable."""
         return F.relu(self.norm(self.compress(feature)))
 
-    def sparse_motion(self, grid: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
-        """Per-slot sampling grids (B, K+1, D, H, W, 3): identity, then grid - kd_k + ks_k."""
-        b = kp_driving.shape[0]
-        kd = kp_driving[:, :, None, None, None, :]
-        ks = kp_source[:, :, None, None, None, :]
-        motions = grid - kd + ks  # (B, K, D, H, W, 3)
-        identity = grid.expand(b, 1, *grid.shape)
-        return torch.cat([identity, motions], dim=1)
-
-    def deformed_features(self, compressed: torch.Tensor, sparse_motion: torch.Tensor) -> torch.Tensor:
-        """The compressed volume sampled by each slot's grid: (B, K+1, C, D, H, W)."""
-        b, slots = sparse_motion.shape[:2]
-        c, d, h, w = compressed.shape[1:]
-        repeated = compressed[:, None].expand(b, slots, c, d, h, w).reshape(b * slots, c, d, h, w)
-        grids = sparse_motion.reshape(b * slots, d, h, w, 3)
-        sampled = F.grid_sample(repeated, grids, align_corners=False)
-        return sampled.reshape(b, slots, c, d, h, w)
-
-    def heatmaps(self, grid: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
-        """Driving minus source Gaussians, a zero background slot first: (B, K+1, 1, D, H, W)."""
-        heat = kp2gaussian(kp_driving, grid) - kp2gaussian(kp_source, grid)
-        zeros = heat.new_zeros(heat.shape[0], 1, *heat.shape[2:])
-        return torch.cat([zeros, heat], dim=1).unsqueeze(2)
-
     def forward(
         self,
         feature: torch.Tensor,
@@ -141,9 +144,9 @@ class DenseMotionNetwork(nn.Module):
             compressed = self.compress_source(feature)
         b, _, d, h, w = compressed.shape
         grid = make_coordinate_grid(d, h, w, dtype=kp_source.dtype, device=kp_source.device)
-        sparse = self.sparse_motion(grid, kp_driving, kp_source)
-        deformed = self.deformed_features(compressed, sparse)
-        heat = self.heatmaps(grid, kp_driving, kp_source)
+        sparse = sparse_motion(grid, kp_driving, kp_source)
+        deformed = deformed_features(compressed, sparse)
+        heat = heatmaps(grid, kp_driving, kp_source)
         x = torch.cat([heat, deformed], dim=2).reshape(b, -1, d, h, w)  # (B, (K+1)*5, D, H, W)
         prediction = self.hourglass(x)
         mask = F.softmax(self.mask(prediction), dim=1)  # (B, K+1, D, H, W)

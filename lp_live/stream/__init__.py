@@ -16,7 +16,7 @@ import cv2  # noqa: F401
 from .capture import CapturedFrame, CaptureError, FrameSource, open_source
 from .controls import KEYS, Controls, TerminalKeys
 from .hud import GpuMonitor, HudInfo, draw_hud, hud_lines
-from .live import Animator, AnimatorFactory, LiveSession, OutputFrame, open_live, run_live
+from .live import AnimatorFactory, LiveAnimator, LiveSession, OutputFrame, open_live, run_live
 from .metrics import LiveStats
 from .platform import MODPROBE, display_status, list_cameras, v4l2loopback_devices, virtual_camera_status
 from .queues import LatestQueue, QueueClosed
@@ -25,8 +25,7 @@ from .sinks import FileSink, NullSink, Sink, SinkError, VirtualCameraSink, Windo
 __all__ = [
     "KEYS",
     "MODPROBE",
-    "Animator",
-    "AnimatorFactory",
+        "AnimatorFactory",
     "CaptureError",
     "CapturedFrame",
     "Controls",
@@ -35,6 +34,7 @@ __all__ = [
     "GpuMonitor",
     "HudInfo",
     "LatestQueue",
+    "LiveAnimator",
     "LiveSession",
     "LiveStats",
     "NullSink",

@@ -8,6 +8,7 @@ Presses are queued under a lock and applied by the inference thread before its n
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import select
@@ -83,7 +84,8 @@ class Controls:
             elif key == "p":
                 animator.paste_back = not animator.paste_back
             elif key == "s":
-                animator.options.stitching = not animator.options.stitching
+                # options are replaced, never mutated: a frame in flight keeps the ones it was given
+                animator.options = dataclasses.replace(animator.options, stitching=not animator.options.stitching)
             elif key == "m":
                 self.mirror = not self.mirror
         return t

@@ -55,13 +55,14 @@ SHUTDOWN_NOTICE_S = 1.0  # shutdown: say what it waits for once a stage takes lo
 PRIMARY_ORDER = ("window", "virtualcam", "file", "null")
 
 
-class Animator(Protocol):
-    """What the live path needs from `lp_live.pipeline.Animator`."""
+class LiveAnimator(Protocol):
+    """What the live path drives (`lp_live.pipeline.Animator` is one); the stream package does
+    not import the engine or the pipeline."""
 
     modes: tuple[str, ...]
     mode: str
     paste_back: bool
-    options: Any  # AnimateOptions; `stitching` is toggled
+    options: Any  # AnimateOptions; `s` replaces them with `stitching` toggled (never mutates them)
     weights_kind: str
     device: Any
 
@@ -81,7 +82,7 @@ class AnimatorFactory:
     """Builds the Animator in the inference thread, so that all its device state (CUDA graphs,
     streams) is created in the thread that uses it."""
 
-    build: Callable[[], Animator]
+    build: Callable[[], LiveAnimator]
 
 
 @dataclass
@@ -141,7 +142,7 @@ class InferenceThread(threading.Thread):
     work of the other; animators with only `process` run one at a time).
     """
 
-    def __init__(self, build: Callable[[], Animator], inp: LatestQueue[CapturedFrame],
+    def __init__(self, build: Callable[[], LiveAnimator], inp: LatestQueue[CapturedFrame],
                  outs: list[LatestQueue[OutputFrame]], controls: Controls, metrics: LiveMetrics,
                  stop: threading.Event, *, max_frames: int | None = None, calibrate_frames: int = 0,
                  in_flight: int = 1, on_frame: Callable[[OutputFrame], None] | None = None) -> None:
@@ -149,7 +150,7 @@ class InferenceThread(threading.Thread):
         if in_flight not in DEPTHS:
             raise ValueError(f"in_flight must be 1 or 2, got {in_flight}")
         self._build = build
-        self.animator: Animator | None = None  # built when the thread starts
+        self.animator: LiveAnimator | None = None  # built when the thread starts
         self.inp, self.outs, self.controls, self.metrics, self.stop = inp, outs, controls, metrics, stop
         self.max_frames = max_frames
         self.calibrate_frames = calibrate_frames
@@ -411,7 +412,7 @@ def resolve_live_sinks(config: StreamConfig, fps: float, output: str | Path | No
     return sinks, summary, tuple(warnings)
 
 
-def open_live(animator: Animator | AnimatorFactory, camera: str | FrameSource, config: StreamConfig, *,
+def open_live(animator: LiveAnimator | AnimatorFactory, camera: str | FrameSource, config: StreamConfig, *,
               output: str | Path | None = None, sinks: list[Sink] | None = None,
               open_timeout: float = 10.0, loop: bool = False, controls: Controls | None = None,
               max_frames: int | None = None, keyboard: bool = True,
@@ -447,7 +448,7 @@ def open_live(animator: Animator | AnimatorFactory, camera: str | FrameSource, c
         raise
 
 
-def run_live(animator: Animator | AnimatorFactory, camera: str | FrameSource, config: StreamConfig, *,
+def run_live(animator: LiveAnimator | AnimatorFactory, camera: str | FrameSource, config: StreamConfig, *,
              stats_json: str | Path | None = None, **kwargs: Any) -> LiveStats:
     """Animate live from `camera` until q/Esc, Ctrl-C, end of input, `max_frames` or an error:
     `open_live(animator, camera, config, **kwargs).run(stats_json)` (`kwargs`: open_live's).
@@ -473,7 +474,7 @@ class LiveSession:
         on_frame: called in the inference thread after each frame is handed to the sinks.
     """
 
-    def __init__(self, animator: Animator | AnimatorFactory, source: FrameSource, sinks: list[Sink],
+    def __init__(self, animator: LiveAnimator | AnimatorFactory, source: FrameSource, sinks: list[Sink],
                  config: StreamConfig, *, summary: str | None = None, warnings: tuple[str, ...] = (),
                  controls: Controls | None = None, max_frames: int | None = None, keyboard: bool = True,
                  on_frame: Callable[[OutputFrame], None] | None = None) -> None:
