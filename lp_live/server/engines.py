@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..config import AnimateOptions
-from ..engine import EngineBase, SourceState
+from ..engine import Anchor, Engine, SourceState
 from ..kinematics import Motion
 from ..smoothing import MotionSmoother
 
@@ -26,12 +26,12 @@ log = logging.getLogger(__name__)
 class EnginePool:
     """One engine per mode, built on first use by `factory` (pipeline.engine_factory)."""
 
-    def __init__(self, factory: Callable[[str], EngineBase], modes: Sequence[str]) -> None:
+    def __init__(self, factory: Callable[[str], Engine], modes: Sequence[str]) -> None:
         self.modes = tuple(modes)
         self._factory = factory
-        self._engines: dict[str, EngineBase] = {}
+        self._engines: dict[str, Engine] = {}
 
-    def get(self, mode: str) -> EngineBase:
+    def get(self, mode: str) -> Engine:
         if mode not in self.modes:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(self.modes)}")
         if mode not in self._engines:
@@ -45,31 +45,22 @@ class EnginePool:
 
 
 class SessionEngineState:
-    """A session's source prepared per engine, and its anchor (kept across engine switches).
-
-    Today's engine API keeps the anchor inside `SourceState`; switching engines hands it over,
-    as `pipeline.Animator.set_mode` does.
-    """
+    """A session's source prepared per engine (once each), and its driving anchor, which the
+    session owns: it is kept across engine switches."""
 
     def __init__(self, source_input: np.ndarray) -> None:
         self.source_input = source_input  # (S, S, 3) RGB uint8 face crop of the photo
         self.states: dict[str, SourceState] = {}
-        self.mode: str | None = None  # the engine of the last step
+        self.anchor = Anchor()
 
     def reanchor(self) -> None:
         """The next driving frame becomes the neutral pose."""
-        for state in self.states.values():
-            state.reanchor()
+        self.anchor.reset()
 
     def _state(self, pool: EnginePool, mode: str) -> SourceState:
         state = self.states.get(mode)
         if state is None:
             state = self.states[mode] = pool.get(mode).prepare_source(self.source_input)
-        previous = self.states.get(self.mode) if self.mode is not None else None
-        if previous is not None and previous is not state:
-            state.anchor, state.anchor_x = previous.anchor, previous.anchor_x
-            state.expression_scale = previous.expression_scale
-        self.mode = mode
         return state
 
 
@@ -91,11 +82,7 @@ def animate(pool: EnginePool, mode: str, slots: Sequence[Slot]) -> np.ndarray:
     The driving motion of the batch is extracted once, then each slot's own filter smooths its row.
     """
     engine = pool.get(mode)
-    states = []
-    for slot in slots:
-        state = slot.state._state(pool, mode)
-        state.options = slot.options
-        states.append(state)
+    states = [slot.state._state(pool, mode) for slot in slots]
     with engine.launching():
         motion = engine.extract_motion(np.stack([slot.crop for slot in slots]))
         if any(slot.smoother is not None for slot in slots):
@@ -103,7 +90,8 @@ def animate(pool: EnginePool, mode: str, slots: Sequence[Slot]) -> np.ndarray:
             rows = [row if slot.smoother is None else slot.smoother(row, slot.timestamp)
                     for row, slot in zip(rows, slots)]
             motion = Motion(**{f.name: torch.cat([getattr(r, f.name) for r in rows]) for f in fields(Motion)})
-        return engine.animate_batch(states, motion)
+        return engine.animate_batch(states, motion, anchors=[slot.state.anchor for slot in slots],
+                                    options=[slot.options for slot in slots])
 
 
 def warm_up(pool: EnginePool, mode: str, crop: np.ndarray) -> None:
