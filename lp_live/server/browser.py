@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import av
+import cv2
+import numpy as np
+
+from ..video import VideoReader
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -31,13 +34,12 @@ def find_chromium() -> str | None:
 def write_y4m(video: str | Path, out: str | Path, *, max_frames: int = 50) -> Path:
     """The first `max_frames` frames of `video` as a 4:2:0 Y4M file (Chromium's fake camera format)."""
     out = Path(out)
-    with av.open(str(video)) as container, out.open("wb") as f:
-        stream = container.streams.video[0]
-        rate = stream.average_rate or 25
-        w, h = stream.width - stream.width % 2, stream.height - stream.height % 2
+    with VideoReader(video) as reader, out.open("wb") as f:
+        rate = reader.fps
+        w, h = reader.width - reader.width % 2, reader.height - reader.height % 2
         f.write(f"YUV4MPEG2 W{w} H{h} F{rate.numerator}:{rate.denominator} Ip A1:1 C420jpeg\n".encode())
-        for frame in itertools.islice(container.decode(stream), max_frames):
-            yuv = frame.reformat(width=w, height=h, format="yuv420p").to_ndarray()  # (3h/2, w): Y, then U, V
+        for frame, _ in itertools.islice(reader.frames(), max_frames):
+            yuv = cv2.cvtColor(np.ascontiguousarray(frame[:h, :w]), cv2.COLOR_RGB2YUV_I420)  # (3h/2, w): Y, U, V
             f.write(b"FRAME\n" + yuv.tobytes())
     return out
 

@@ -6,6 +6,7 @@ Used by the tests and by `serve-bench`; also a worked example of the HTTP API fo
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from ..video import VideoReader
+
 VIDEO_CLOCK = 90_000
 
 
@@ -30,15 +33,8 @@ class ApiError(Exception):
 
 def read_video(path: str | Path, *, max_frames: int = 100) -> tuple[list[np.ndarray], float]:
     """Up to `max_frames` RGB frames of a video file, and its frame rate."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or 25)
-        frames = []
-        for frame in container.decode(stream):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) >= max_frames:
-                break
-    return frames, fps
+    with VideoReader(path) as reader:
+        return [frame for frame, _ in itertools.islice(reader.frames(), max_frames)], float(reader.fps)
 
 
 class LoopTrack(MediaStreamTrack):
