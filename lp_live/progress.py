@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,9 @@ class Progress:
         return time.perf_counter() - self.t_start
 
 
-def first_frame_step(mode: str) -> str:
-    """The step text for an engine's first frame (where the optimized engine compiles)."""
-    if mode == "optimized":
-        return "compiling the optimized engine (first run only; cached after)"
+def first_frame_step(animator: Any, mode: str) -> str:
+    """The step text for the first frame of `animator`'s engine `mode` (where a compiled engine compiles)."""
+    engine = getattr(animator, "engine", None)
+    if callable(engine) and getattr(engine(mode), "compiled", False):
+        return f"compiling the {mode} engine (first run only; cached after)"
     return f"first {mode} frame"

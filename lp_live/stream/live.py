@@ -259,7 +259,7 @@ class InferenceThread(threading.Thread):
         submitted = _Submitted(frame, self._t_controls, calibration, warmup)
         if warmup:
             self._drain()
-            with self.progress.step(first_frame_step(mode)):
+            with self.progress.step(first_frame_step(self.animator, mode)):
                 self.flight.submit(image, frame.t_capture, submitted)
                 self._drain()
             return
