@@ -21,8 +21,8 @@ EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 PHASES = {
     "loading": "output:",  # sinks chosen; the inference thread now builds the models
     "compiling": "compiling the optimized engine",  # built; the first frame compiles
-    "calibrating": "running: first frame",  # both engines timed on the first frames
-    "steady": "running: first frame",  # (without calibration)
+    "calibrating": "running: first animated frame",  # both engines timed on the first frames
+    "steady": "running: first animated frame",  # (without calibration)
     "stopping": "stopping (",
 }
 SYNTHETIC = ["--weights", "synthetic", "--input-size", "128"]
