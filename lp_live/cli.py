@@ -62,7 +62,9 @@ def _run_parser() -> argparse.ArgumentParser:
         "Other commands: lp-live bench | download-weights [DIR] | doctor | serve | serve-bench (each has --help).",
     )
     p.add_argument("--version", action="version", version=f"lp-live {__version__}")
-    p.add_argument("--source", type=Path, help="the photo to animate (default: the packaged NASA astronaut portrait)")
+    p.add_argument("--source", type=Path, action="append", metavar="PHOTO",
+                   help="the photo to animate, or a folder of photos; give it several times for several photos, "
+                   "keys 1-9 switch live (default: the packaged NASA astronaut portrait)")
     p.add_argument("--camera", default="0", help="camera index, video file or stream URL (default: 0)")
     p.add_argument("--output", type=Path,
                    help="render to this video file, every frame in order (with --sink file: record the live run)")
@@ -87,6 +89,33 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("lp_live").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
+def _progress_logging(verbose: bool) -> None:
+    """Runs say what they do as they go (INFO); the engine's internals only with -v."""
+    logging.getLogger("lp_live").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("lp_live.engine").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+MAX_PHOTOS = 9  # keys 1-9
+
+
+def source_photos(given: list[Path] | None) -> list[Path]:
+    """The photos for `--source` (each a photo or a folder of photos, in name order; none given:
+    none); UserError when a folder has none or there are more than the keys can select."""
+    photos: list[Path] = []
+    for path in given or []:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+            if not found:
+                raise UserError(f"--source {path}: no photo in this folder ({', '.join(PHOTO_SUFFIXES)})")
+            photos.extend(found)
+        else:
+            photos.append(path)
+    if len(photos) > MAX_PHOTOS:
+        raise UserError(f"--source: {len(photos)} photos; keys 1-{MAX_PHOTOS} select at most {MAX_PHOTOS}")
+    return photos
+
+
 def cmd_run(argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
     _setup_logging(args.verbose)
@@ -102,20 +131,26 @@ def cmd_run(argv: list[str]) -> int:
                         "rate: drop --fps (or add --sink file to record a live run)")
     from .outputs import check_outputs
 
-    check_outputs(args.output, args.stats_json, [args.source, args.camera])  # before anything loads
+    photos = source_photos(args.source)
+    check_outputs(args.output, args.stats_json, [*photos, args.camera])  # before anything loads
     cfg = config_from_args(args)
-    from .pipeline import DEFAULT_SOURCE, build_animator, read_image
+    from .pipeline import DEFAULT_SOURCE, build_animator, fit_source, read_image
+    from .progress import Progress
 
-    source_rgb = read_image(args.source or DEFAULT_SOURCE)
+    sources = [read_image(p) for p in photos or [DEFAULT_SOURCE]]
+    _progress_logging(args.verbose)  # runs say what they pick and do as they go
+    progress = Progress()
     if offline:
-        return _render(args, cfg, source_rgb)
+        if len(sources) > 1:
+            log.warning("a render animates one photo, %s; the other --source photos are for live runs", photos[0])
+        return _render(args, cfg, sources[0], progress)
     from .stream import AnimatorFactory, open_live
 
-    # Live runs report what they picked (sinks, calibration) as they go.
-    logging.getLogger("lp_live").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    # Built in the inference thread, where all device state (CUDA graphs, streams) must live.
-    session = open_live(AnimatorFactory(lambda: build_animator(cfg, source_rgb)), args.camera, cfg.stream,
-                        output=args.output, loop=args.loop, max_frames=args.max_frames)
+    def build():  # in the inference thread, where all device state (CUDA graphs, streams) must live
+        return build_animator(cfg, sources[0], more_sources=sources[1:], progress=progress)
+
+    session = open_live(AnimatorFactory(build, still=fit_source(sources[0]), progress=progress), args.camera,
+                        cfg.stream, output=args.output, loop=args.loop, max_frames=args.max_frames)
     stats = session.run(args.stats_json)
     print(stats.summary())
     recording = stats.sinks.get("file")
@@ -124,16 +159,16 @@ def cmd_run(argv: list[str]) -> int:
     return 0
 
 
-def _render(args: argparse.Namespace, cfg: Config, source_rgb) -> int:
+def _render(args: argparse.Namespace, cfg: Config, source_rgb, progress) -> int:
     from .pipeline import build_animator
     from .render import render_video
     from .video import VideoReader
 
     VideoReader(args.camera).close()  # a bad driving video fails before the weights load
-    log.info("loading the models")
-    animator = build_animator(cfg, source_rgb)
+    animator = build_animator(cfg, source_rgb, progress=progress)
     summary = render_video(animator, args.camera, args.output, max_frames=args.max_frames, size=cfg.stream.size,
-                           with_driving=args.side_by_side, progress=sys.stderr.isatty())
+                           with_driving=args.side_by_side, progress=sys.stderr.isatty(), steps=progress,
+                           t_start=progress.t_start)
     w, h = summary.size
     per_frame = summary.seconds / max(summary.frames, 1)
     line = (f"wrote {summary.output}: {summary.frames} frames, {w}x{h} at {summary.fps:g} fps, "
@@ -144,7 +179,7 @@ def _render(args: argparse.Namespace, cfg: Config, source_rgb) -> int:
         args.stats_json.write_text(json.dumps({
             "frames": summary.frames, "seconds": summary.seconds, "frames_without_face": summary.frames_without_face,
             "mode": animator.mode, "device": str(animator.device), "weights": animator.weights_kind,
-            "interrupted": summary.interrupted,
+            "interrupted": summary.interrupted, "first_frame_s": summary.first_frame_s,
         }, indent=2))
     return 130 if summary.interrupted else 0  # `main` makes it 143 for SIGTERM
 

@@ -132,7 +132,8 @@ class StreamConfig:
     hud_on_virtualcam: bool = opt(False, "draw the HUD on the virtual camera too")
     mirror: bool = opt(False, "mirror the camera (selfie view); `m` toggles live")
     pace: bool = opt(True, "play a video file used as a camera at its own frame rate")
-    calibrate_frames: int = opt(3, "frames per engine timed at start for the live speed ratio", low=0, high=100)
+    calibrate_frames: int = opt(0, "frames per engine timed after the first animated frame for the live speed "
+                                "ratio (0: measured as you toggle with `b`)", low=0, high=100)
     in_flight: int = opt(2, "frames between submit and finish: 2 prepares the next frame while the device runs "
                          "this one, 1 runs one frame at a time", low=1, high=2)
 

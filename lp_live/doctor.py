@@ -1,8 +1,9 @@
 """`lp-live doctor`: what this machine has for lp-live, and what to do about what it lacks.
 
 `run_checks()` returns one `Check` per item (the package's own data files, torch, CUDA/GPU,
-NVML, weights, face models, video encoder, virtual camera, display, cameras); `print_report()` prints them. Nothing here
-raises: a check that fails, even unexpectedly, is reported as a failed check.
+NVML, CPU threading, compile cache, weights, face models, video encoder, virtual camera,
+display, cameras); `print_report()` prints them. Nothing here raises: a check that fails, even
+unexpectedly, is reported as a failed check.
 """
 
 from __future__ import annotations
@@ -190,6 +191,20 @@ def check_cpu_threading() -> Check:
     return Check("cpu threading", True, detail + "; re-measure: lp-live bench --retune")
 
 
+def check_compile_cache() -> Check:
+    """Where the optimized engine keeps its compiled kernels (informational: the first run fills it)."""
+    try:
+        from .engine.compiled import inductor_cache_dir  # where the engine keeps it after its rewrite
+    except ImportError:
+        from .engine.optimized import inductor_cache_dir
+    where = inductor_cache_dir()
+    if not where.is_dir() or not any(where.iterdir()):
+        return Check("compile cache", True, f"{where} (empty: the first optimized run compiles, about a minute "
+                     "on a CPU; later runs reuse it)")
+    size = sum(f.stat().st_size for f in where.rglob("*") if f.is_file())
+    return Check("compile cache", True, f"{where} ({size / 1e6:.0f} MB; delete it to compile afresh)")
+
+
 def check_encoder() -> Check:
     import av
 
@@ -245,6 +260,7 @@ def run_checks(weights: str | os.PathLike | None = None, *, cameras: bool = True
         ("cuda", check_cuda),
         ("nvml", check_nvml),
         ("cpu threading", check_cpu_threading),
+        ("compile cache", check_compile_cache),
         ("weights", lambda: check_weights(weights)),
         ("face models", lambda: check_face_models(weights)),
         ("face detector", check_face_detector),

@@ -18,10 +18,13 @@ HOTKEYS: tuple[Hotkey, ...] = (
     Hotkey("p", "paste-back", "toggle paste-back"),
     Hotkey("s", "stitching", "toggle stitching"),
     Hotkey("m", "mirror", "toggle mirror"),
+    Hotkey("1-9", "photo", "switch to source photo 1-9 (--source given several times, or a folder)"),
+    Hotkey("d", "driving", "toggle a small picture of the driving camera (to align the head)"),
     Hotkey("h", "HUD", "toggle HUD"),
     Hotkey("q", "quit", "quit (also Esc)"),
 )
 KEYS: dict[str, str] = {h.key: h.action for h in HOTKEYS}
+PHOTO_KEYS = "123456789"  # the "1-9" entry: photo n is key n
 
 
 def legend() -> str:

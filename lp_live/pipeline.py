@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +32,7 @@ from .face.detector import HaarFaceDetector
 from .kinematics import Motion, eye_ratios, lip_ratio
 from .models import SYNTHETIC, LivePortraitModels, load_liveportrait
 from .models.download import resolve_weights
+from .progress import Progress
 from .smoothing import MotionSmoother
 
 if TYPE_CHECKING:
@@ -128,6 +129,18 @@ class PendingFrame:
         return job is None or job.ready()
 
 
+@dataclass
+class SourcePhoto:
+    """A source photo as the Animator uses it: the photo, its face crop and landmark ratios, its
+    paste-back, and its prepared state per engine (filled on first use)."""
+
+    image: np.ndarray  # RGB uint8, scaled by `fit_source`
+    crop: Crop
+    ratios: Ratios | None
+    paster: PasteBack
+    states: dict[str, SourceState] = field(default_factory=dict)
+
+
 class Animator:
     """Animates one source photo from driving frames, with switchable engines and options.
 
@@ -179,18 +192,13 @@ class Animator:
         self._engine_factory = engine_factory
         self.anchor = Anchor()  # the driving stream's neutral pose, shared by the engines
         self._engines: dict[str, Engine] = {}
-        self._sources: dict[str, SourceState] = {}  # per engine, prepared once
         self._last_motion: Motion | None = None
         self._last_output: np.ndarray | None = None
 
-        self.source = source_rgb = fit_source(source_rgb)
-        face = detector.detect(source_rgb)
-        if face is None:
-            raise InputError("no face found in the source photo; use a photo with one clear, frontal face")
-        self.source_crop: Crop = crop_face(source_rgb, face, SOURCE_CROP, input_size=input_size)
-        self.source_ratios = landmark_ratios(face, self.device)
         self.generated_size = 2 * input_size
-        self.paster = PasteBack(source_rgb, self.source_crop, generated_size=self.generated_size, device=self.device)
+        self._photos = [self._load_photo(source_rgb)]
+        self.source_index = 0
+        self._use(self._photos[0])
         self.mode = ""
         self.set_mode(mode)
 
@@ -199,15 +207,51 @@ class Animator:
         if mode not in self.modes:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(self.modes)}")
         if mode not in self._engines:
-            engine = self._engine_factory(mode)
-            self._engines[mode] = engine
-            self._sources[mode] = engine.prepare_source(self.source_crop.input, ratios=self.source_ratios)
+            self._engines[mode] = self._engine_factory(mode)
+        if mode not in self._sources:  # this engine's state for the photo in use, prepared once
+            self._sources[mode] = self._engines[mode].prepare_source(self.source_crop.input, ratios=self.source_ratios)
         return self._engines[mode]
 
     def set_mode(self, mode: str) -> None:
         """Use engine `mode` from the next frame on (the anchor is the Animator's: it is kept)."""
         self.engine(mode)
         self.mode = mode
+
+    # -- several source photos -----------------------------------------------------------------
+    def _load_photo(self, source_rgb: np.ndarray) -> SourcePhoto:
+        image = fit_source(source_rgb)
+        face = self.detector.detect(image)
+        if face is None:
+            raise InputError("no face found in the source photo; use a photo with one clear, frontal face")
+        crop = crop_face(image, face, SOURCE_CROP, input_size=self.input_size)
+        paster = PasteBack(image, crop, generated_size=self.generated_size, device=self.device)
+        return SourcePhoto(image, crop, landmark_ratios(face, self.device), paster)
+
+    def _use(self, photo: SourcePhoto) -> None:
+        self.source, self.source_crop, self.source_ratios = photo.image, photo.crop, photo.ratios
+        self.paster, self._sources = photo.paster, photo.states
+
+    @property
+    def source_count(self) -> int:
+        return len(self._photos)
+
+    def add_source(self, source_rgb: np.ndarray) -> int:
+        """Add another source photo (its face found now: InputError when there is none); returns
+        its index for `select_source`. Each engine prepares it when it is first selected."""
+        self._photos.append(self._load_photo(source_rgb))
+        return len(self._photos) - 1
+
+    def select_source(self, index: int) -> None:
+        """Animate photo `index` from the next frame on, keeping the driving anchor (call it with
+        no frame in flight). Its state for the engine in use is prepared on its first selection."""
+        if index == self.source_index:
+            return
+        self._use(self._photos[index])
+        self.source_index = index
+        if self.mode:
+            self.engine(self.mode)
+            if self.anchor.motion is not None:  # the same driving pose, mapped to this photo's pose
+                self.anchor.fill(self._sources[self.mode], self.anchor.motion)
 
     def reanchor(self) -> None:
         """Take the next driving frame as the neutral pose (the source's own pose)."""
@@ -300,11 +344,18 @@ def load_models(config: Config, device: torch.device) -> LivePortraitModels:
     return load_liveportrait(resolve_weights(config.engine.weights), device=device)
 
 
-def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortraitModels | None = None) -> Animator:
-    """An Animator for `source_rgb` from a run configuration (loads or builds the weights)."""
+def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortraitModels | None = None,
+                   more_sources: list[np.ndarray] | tuple[np.ndarray, ...] = (),
+                   progress: Progress | None = None) -> Animator:
+    """An Animator for `source_rgb` (and `more_sources`, selectable with `select_source`) from a
+    run configuration (loads or builds the weights). `progress` gets the long steps (loading
+    the models, building each engine)."""
     eng = config.engine
     device = resolve_device(eng.device)
-    models = models or load_models(config, device)
+    progress = progress or Progress()
+    if models is None:
+        with progress.step("loading the models"):
+            models = load_models(config, device)
     weights_dir = None if models.kind == SYNTHETIC else Path(models.source).parent
     anim = config.animation
     detector = create_detector(weights_dir, redetect_every=config.face.redetect_every,
@@ -312,7 +363,12 @@ def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortra
     warnings = unmet_requests(config, device, detector)
     for line in warnings:
         log.warning("%s", line)
-    factory = engine_factory(config, models, device)
+    build = engine_factory(config, models, device)
+
+    def factory(mode: str) -> Engine:
+        with progress.step(f"building the {mode} engine"):
+            return build(mode)
+
     options = anim.options()
     smoother = MotionSmoother(anim.smoothing_min_cutoff, anim.smoothing_beta) if anim.smoothing else None
     animator = Animator(
@@ -329,6 +385,8 @@ def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortra
         device=device,
     )
     animator.warnings = tuple(warnings)
+    for more in more_sources:
+        animator.add_source(more)
     return animator
 
 

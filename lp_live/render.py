@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from . import signals
 from .pipeline import Animator
+from .progress import Progress, first_frame_step
 from .video import VideoReader, VideoWriter
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class RenderSummary:
     output: Path
     size: tuple[int, int]  # (width, height)
     fps: float
+    first_frame_s: float | None = None  # from `t_start` to the first animated frame written
 
 
 def fit_size(image: np.ndarray, size: int | None) -> np.ndarray:
@@ -58,14 +60,22 @@ def render_video(
     size: int | None = None,
     with_driving: bool = False,
     progress: bool = True,
+    steps: Progress | None = None,
+    t_start: float | None = None,
 ) -> RenderSummary:
     """Render `driving` through `animator` into `output`, at the driving video's frame rate.
+
+    The first frame (which builds and may compile the engine) is a `steps` step, and "first
+    animated frame after N s" is logged, counted from `t_start` (perf_counter; default: now).
 
     Ctrl-C (and SIGTERM under the CLI) stops the render and still leaves a playable file with
     the frames done (`interrupted` is then True); so does a killed process, up to about its
     last second (`VideoWriter`). The driving video's audio is kept.
     """
     t0 = time.perf_counter()
+    t_start = t0 if t_start is None else t_start
+    steps = steps or Progress()
+    first_frame_s = None
     interrupted = False
     with VideoReader(driving) as reader, VideoWriter(output, reader.fps, audio_from=reader) as writer:
         total = reader.frame_count or None
@@ -76,7 +86,13 @@ def render_video(
             for index, (frame, t) in enumerate(reader.frames()):
                 if max_frames is not None and index >= max_frames:
                     break
-                image = animator.process(frame, timestamp=t).image
+                if first_frame_s is None:
+                    with steps.step(first_frame_step(animator, animator.mode)):
+                        image = animator.process(frame, timestamp=t).image
+                    first_frame_s = time.perf_counter() - t_start
+                    log.info("first animated frame after %.1f s", first_frame_s)
+                else:
+                    image = animator.process(frame, timestamp=t).image
                 if with_driving:
                     image = side_by_side(frame, image)
                 writer.write(fit_size(image, size))
@@ -101,4 +117,5 @@ def render_video(
         output=Path(output),
         size=out_size,
         fps=float(reader.fps),
+        first_frame_s=first_frame_s,
     )

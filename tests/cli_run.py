@@ -18,6 +18,11 @@ FAST = ["--weights", "synthetic", "--mode", "baseline", "--input-size", "128"]  
 LIVE_FAST = ["--weights", "synthetic", "--input-size", "128", "--no-compile", "--calibrate-frames", "0"]
 
 
+def without_progress(stderr: str) -> str:
+    """`stderr` without the progress lines (INFO) that every run prints as it starts."""
+    return "\n".join(line for line in stderr.strip().splitlines() if not line.startswith("lp-live: INFO: "))
+
+
 class CliRun:
     """`python -m lp_live.cli ARGS` with its stderr read line by line (also after the end)."""
 

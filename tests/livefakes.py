@@ -57,12 +57,13 @@ class FakeAnimator:
 
 
 class RecordingSink(NullSink):
-    """A null sink that records what it got, optionally slow or failing after some frames."""
+    """A null sink that records what it got, optionally slow or failing after some frames; it
+    gets the "starting…" frames only with `starting=True`."""
 
     def __init__(self, name: str = "rec", *, delay: float = 0.0, fail_after: int | None = None,
-                 hud: bool = False) -> None:
+                 hud: bool = False, starting: bool = False) -> None:
         super().__init__()
-        self.name, self.delay, self.fail_after, self.hud = name, delay, fail_after, hud
+        self.name, self.delay, self.fail_after, self.hud, self.starting = name, delay, fail_after, hud, starting
         self.images: list[np.ndarray] = []
         self.times: list[float] = []
 

@@ -17,8 +17,8 @@ from lp_live.models.checkpoint import CHECKPOINT_FILES
 from lp_live.models.integrity import sha256_file, write_digests
 from lp_live.stream import MODPROBE, platform
 
-NAMES = ["package data", "torch", "cuda", "nvml", "cpu threading", "weights", "face models", "face detector",
-         "video encoder",
+NAMES = ["package data", "torch", "cuda", "nvml", "cpu threading", "compile cache", "weights", "face models",
+         "face detector", "video encoder",
          "virtual camera", "display"]
 
 
@@ -171,3 +171,14 @@ def test_doctor_stays_offline(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", connect)
     run_checks("synthetic", cameras=False)
     assert opened == []
+
+
+def test_compile_cache_place_is_shown(tmp_path, monkeypatch):
+    from lp_live.doctor import check_compile_cache
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    empty = check_compile_cache()
+    assert empty.ok and str(tmp_path / "inductor") in empty.detail and "first optimized run compiles" in empty.detail
+    (tmp_path / "inductor").mkdir()
+    (tmp_path / "inductor" / "k.so").write_bytes(b"x" * 3_000_000)
+    assert "3 MB" in check_compile_cache().detail

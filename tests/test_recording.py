@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from cli_run import FAST, LIVE_FAST, REPO, CliRun, decoded_frames
+from cli_run import FAST, LIVE_FAST, REPO, CliRun, decoded_frames, without_progress
 
 from lp_live.video import VideoReader, VideoWriter
 
@@ -139,7 +139,7 @@ def test_render_on_a_full_disk_is_one_line_and_exit_2(assets, tmp_path):
     run = CliRun("--source", str(assets / "s6.jpg"), "--camera", str(assets / "d0.mp4"), "--output", str(out),
                  "--max-frames", "2", *FAST, preexec_fn=limit)
     rc = run.finish(timeout=300)
-    err = run.stderr.strip()
+    err = without_progress(run.stderr)
     assert rc == 2, err
     assert len(err.splitlines()) == 1 and err.startswith("lp-live: error: writing") and "File too large" in err, err
 
@@ -153,7 +153,7 @@ def test_render_to_dev_full_is_one_line_exit_2(assets, tmp_path):
     run = CliRun("--source", str(assets / "s6.jpg"), "--camera", str(assets / "d0.mp4"), "--output", str(out),
                  "--max-frames", "2", *FAST)
     rc = run.finish(timeout=300)
-    err = run.stderr.strip()
+    err = without_progress(run.stderr)
     assert rc == 2 and len(err.splitlines()) == 1 and "No space left" in err, err
 
 
@@ -177,7 +177,7 @@ def test_sigkill_of_a_live_recording_leaves_a_playable_file(assets, tmp_path):
     out = tmp_path / "rec.mp4"
     run = CliRun("--source", str(assets / "s6.jpg"), "--camera", str(assets / "d0.mp4"), "--loop", "--sink", "null",
                  "--output", str(out), *LIVE_FAST)
-    run.wait_for("running: first frame")
+    run.wait_for("running: first animated frame")
     time.sleep(8)
     run.signal(signal.SIGKILL)
     assert run.finish() == -signal.SIGKILL

@@ -20,9 +20,9 @@ EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # the log line that starts each phase of a live run (INFO lines of lp_live.stream and the engine)
 PHASES = {
     "loading": "output:",  # sinks chosen; the inference thread now builds the models
-    "compiling": "optimized engine on",  # built; the first frame compiles
-    "calibrating": "running: first frame",  # both engines timed on the first frames
-    "steady": "running: first frame",  # (without calibration)
+    "compiling": "compiling the optimized engine",  # built; the first frame compiles
+    "calibrating": "running: first animated frame",  # both engines timed on the first frames
+    "steady": "running: first animated frame",  # (without calibration)
     "stopping": "stopping (",
 }
 SYNTHETIC = ["--weights", "synthetic", "--input-size", "128"]

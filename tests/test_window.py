@@ -39,6 +39,34 @@ WINDOW_CHILD = textwrap.dedent("""
 """)
 
 
+SIZE_CHILD = textwrap.dedent("""
+    import cv2
+    import numpy as np
+    from lp_live.stream import WindowSink
+    from lp_live.stream.platform import screen_size
+    from lp_live.stream.hud import draw_hud
+
+    assert screen_size() == (1024, 768), screen_size()
+    window = WindowSink()
+    tall = np.full((1280, 720, 3), 90, np.uint8)  # a portrait photo, taller than the screen
+    shown = window.fit(tall)
+    window.write(draw_hud(shown, ["optimized  out 0.1 fps"]), 0.0)
+    for _ in range(20):
+        window.poll_key(10)
+    x, y, w, h = cv2.getWindowImageRect(window.title)
+    assert shown.shape[:2] == (691, 389), shown.shape  # 90% of the screen's height, aspect kept
+    assert h <= 768 and w <= 1024 and abs(w / h - 720 / 1280) < 0.02, (w, h)
+    square = np.full((512, 512, 3), 90, np.uint8)  # paste-back off: the crop
+    window.write(square, 0.0)
+    for _ in range(20):
+        window.poll_key(10)
+    x, y, w2, h2 = cv2.getWindowImageRect(window.title)
+    assert window.display_size == (512, 512) and abs(w2 - h2) <= 2, (w2, h2)
+    window.close()
+    print("SIZE-OK", (w, h), (w2, h2))
+""")
+
+
 AV_FIRST_CHILD = textwrap.dedent("""
     import av
     import cv2
@@ -70,6 +98,11 @@ def test_preview_window_opens_under_xvfb(video, tmp_path):
                                 timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "WINDOW-OK" in result.stdout
+        # the window fits the screen, aspect kept, and takes a square crop's shape
+        result = subprocess.run([sys.executable, "-c", SIZE_CHILD], env=env, cwd=REPO, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "SIZE-OK" in result.stdout
         # PyAV loaded before OpenCV would hang the window for ever: it is refused instead
         result = subprocess.run([sys.executable, "-c", AV_FIRST_CHILD], env=env, cwd=REPO, capture_output=True,
                                 text=True, timeout=60)

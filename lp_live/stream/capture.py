@@ -169,14 +169,17 @@ class CaptureThread(threading.Thread):
 
     A file is paced at its own timestamps when `pace` is true (it then behaves like a camera);
     otherwise it is read as fast as it decodes and the queue keeps only the newest frames.
+    With `wait_for`, it reads the first frame, then waits for that event (the engine is ready)
+    before reading on, pacing from then: a video file is not consumed while the engine builds.
     On end of input it closes `out`; on a CaptureError it stores it in `error` and sets `stop`.
     """
 
     def __init__(self, source: FrameSource, out: LatestQueue[CapturedFrame], stop: threading.Event, *,
-                 pace: bool = True) -> None:
+                 pace: bool = True, wait_for: threading.Event | None = None) -> None:
         super().__init__(name="lp-live-capture", daemon=True)
         self.source, self.out, self.stop = source, out, stop
         self.pace = pace and source.is_file
+        self.wait_for = wait_for
         self.captured = 0
         self.error: BaseException | None = None
 
@@ -198,6 +201,12 @@ class CaptureThread(threading.Thread):
                 frame = CapturedFrame(self.captured, time.perf_counter(), image)
                 self.out.put(frame)
                 self.captured += 1
+                if self.wait_for is not None and not self.wait_for.is_set():
+                    while not self.wait_for.wait(0.1):
+                        if self.stop.is_set() or self.out.closed:
+                            return
+                    if pts is not None:  # pace the rest from the end of the wait
+                        t0, pts0 = time.perf_counter(), pts
         except QueueClosed:
             pass  # the consumer is done (frame limit)
         except Exception as e:  # a broken source ends the run with its one-line error

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..hotkeys import KEYS
+from ..hotkeys import KEYS, PHOTO_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +31,18 @@ class Controls:
     Args:
         mirror: flip the driving frame horizontally (selfie view).
         hud: draw the HUD on the sinks that show it.
+        pip: draw the driving frame small in a corner of the sinks that show the HUD.
 
     `quit` is set by q or Esc, and `on_quit` (if set; run_live sets its stop event) is called.
     """
 
-    def __init__(self, *, mirror: bool = False, hud: bool = True) -> None:
+    def __init__(self, *, mirror: bool = False, hud: bool = True, pip: bool = False) -> None:
         self._lock = threading.Lock()
         self._pending: list[str] = []
+        self._switches = [0, 0]  # engine switches (`b`) pressed, and taken by `apply`
         self.mirror = mirror
         self.hud = hud
+        self.pip = pip
         self.quit = threading.Event()
         self.mode_switches = 0
         self.on_quit: Any = None
@@ -55,9 +58,17 @@ class Controls:
                     self.on_quit()
             elif key == "h":
                 self.hud = not self.hud  # drawn by the sinks: no engine change to wait for
-            elif key in KEYS:
+            elif key == "d":
+                self.pip = not self.pip  # drawn by the sinks too
+            elif key in KEYS or (len(key) == 1 and key in PHOTO_KEYS):
                 self._pending.append(key)
+                self._switches[0] += key == "b"
             return t
+
+    def pending_switches(self) -> int:
+        """Engine switches pressed but not done yet (the switch in progress included)."""
+        with self._lock:
+            return self._switches[0] - self._switches[1]
 
     def apply(self, animator: Any, before: Callable[[], None] | None = None) -> float:
         """Apply the pending presses to `animator` (inference thread only); returns the time
@@ -70,14 +81,11 @@ class Controls:
             before()
         for key in pending:
             if key == "b":
-                modes = tuple(animator.modes)
-                if len(modes) < 2:
-                    log.info("only the %s engine is loaded; start with both to toggle", animator.mode)
-                    continue
-                new = modes[(modes.index(animator.mode) + 1) % len(modes)]
-                animator.set_mode(new)
-                self.mode_switches += 1
-                log.info("engine: %s", new)
+                self._switch_engine(animator)
+                with self._lock:
+                    self._switches[1] += 1
+            elif key in PHOTO_KEYS:
+                self._select_photo(animator, int(key) - 1)
             elif key == "r":
                 animator.reanchor()
                 log.info("re-anchored: the next driving frame is the neutral pose")
@@ -89,6 +97,25 @@ class Controls:
             elif key == "m":
                 self.mirror = not self.mirror
         return t
+
+    def _switch_engine(self, animator: Any) -> None:
+        modes = tuple(animator.modes)
+        if len(modes) < 2:
+            log.info("only the %s engine is loaded; start with both to toggle", animator.mode)
+            return
+        new = modes[(modes.index(animator.mode) + 1) % len(modes)]
+        log.info("engine: switching to %s", new)
+        animator.set_mode(new)  # builds it on its first use
+        self.mode_switches += 1
+
+    @staticmethod
+    def _select_photo(animator: Any, index: int) -> None:
+        count = getattr(animator, "source_count", 1)
+        if index >= count:
+            log.info("no source photo %d (%d loaded: --source several times, or a folder)", index + 1, count)
+            return
+        animator.select_source(index)
+        log.info("source photo %d/%d", index + 1, count)
 
 
 def key_from_code(code: int) -> str | None:

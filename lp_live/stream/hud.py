@@ -40,7 +40,7 @@ class HudInfo:
     inference_fps: float | None
     latency_p50_ms: float | None
     latency_p95_ms: float | None
-    dropped: int
+    dropped: int  # animated frames a sink was too slow to show: real losses
     weights: str
     device: str
     gpu: GpuStatus | None
@@ -51,6 +51,8 @@ class HudInfo:
     mirror: bool
     face_found: bool
     warnings: tuple[str, ...] = ()  # options that cannot be honoured here (also logged once at start)
+    skipped: int = 0  # camera frames not animated because the engine was busy (normal when it is slow)
+    photo: str = ""  # "photo 2/3" with several source photos
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -66,7 +68,8 @@ def hud_lines(info: HudInfo) -> list[str]:
     lines = [
         f"{info.mode}  out {_num(info.output_fps, '.1f')} fps  infer {_num(info.inference_fps, '.1f')} fps",
         f"latency p50 {_num(info.latency_p50_ms, '.0f')} ms  p95 {_num(info.latency_p95_ms, '.0f')} ms"
-        f"  dropped {info.dropped}",
+        f"  lost {info.dropped}",
+        f"camera frames skipped (engine busy) {info.skipped}" + (f"  {info.photo}" if info.photo else ""),
     ]
     if info.gpu is not None:
         g = info.gpu
@@ -85,7 +88,24 @@ def hud_lines(info: HudInfo) -> list[str]:
 
 
 def _scale(width: int) -> float:
-    return float(np.clip(width / 1100.0, 0.35, 1.0))
+    return float(np.clip(width / 1100.0, 0.4, 1.0))
+
+
+PIP_FRACTION = 0.25  # the picture-in-picture's width, as a fraction of the frame's
+
+
+def draw_pip(image: np.ndarray, driving: np.ndarray, fraction: float = PIP_FRACTION) -> np.ndarray:
+    """A copy of `image` with `driving` small in its top-right corner, framed in white."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    dh, dw = driving.shape[:2]
+    pw = max(8, int(w * fraction))
+    ph = max(8, min(h // 2, round(dh * pw / dw)))
+    small = cv2.resize(driving, (pw, ph), interpolation=cv2.INTER_AREA)
+    x, y = w - pw - 2, 2
+    out[y:y + ph, x:x + pw] = small
+    cv2.rectangle(out, (x - 1, y - 1), (x + pw, y + ph), (255, 255, 255), 1)
+    return out
 
 
 def draw_hud(image: np.ndarray, lines: list[str], help_line: str | None = HELP_LINE) -> np.ndarray:

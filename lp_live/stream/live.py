@@ -36,13 +36,15 @@ import numpy as np
 from .. import signals
 from ..config import ConfigError, StreamConfig
 from ..errors import one_line
+from ..progress import Progress, first_frame_step
 from .capture import CapturedFrame, CaptureThread, FrameSource, open_source
 from .controls import Controls, TerminalKeys
-from .hud import GpuMonitor, HudInfo, draw_hud, hud_lines
+from .hud import GpuMonitor, HudInfo, draw_hud, draw_pip, hud_lines
 from .inflight import DEPTHS, InFlight
 from .metrics import LiveMetrics, LiveStats
 from .queues import LatestQueue, QueueClosed
 from .sinks import Sink, WindowSink, resolve_sinks
+from .starting import StartingFrame, StartingFrames
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +82,16 @@ class LiveAnimator(Protocol):
 @dataclass(frozen=True)
 class AnimatorFactory:
     """Builds the Animator in the inference thread, so that all its device state (CUDA graphs,
-    streams) is created in the thread that uses it."""
+    streams) is created in the thread that uses it.
+
+    `still`: the picture under the "starting…" text the sinks show until the first animated
+    frame (the source photo; None: a dark frame). `progress`: the `Progress` that `build`
+    reports its steps to, so that the starting frames say what is happening.
+    """
 
     build: Callable[[], LiveAnimator]
+    still: np.ndarray | None = None
+    progress: Progress | None = None
 
 
 @dataclass
@@ -97,6 +106,7 @@ class OutputFrame:
     t_controls: float  # perf_counter() when the hotkeys applied to this frame were taken
     inference_ms: float
     calibration: bool = False
+    driving: np.ndarray | None = None  # the driving frame as the engine got it (the picture-in-picture)
 
 
 @dataclass
@@ -134,18 +144,24 @@ class InferenceThread(threading.Thread):
     """Runs the Animator on the newest driving frames and hands the results to every sink queue.
 
     Before the first frame it calls `build` for the Animator (so that all device state is
-    created in this thread) and, when two engines are loaded, calibrates: it times
-    `calibrate_frames` frames in each mode (after one untimed warm-up frame per mode) so that
-    the HUD's speed ratio is measured from the start. Hotkeys are applied before each frame;
-    hotkeys first finish the frames in flight, so they apply from the next frame submitted.
-    `in_flight` is 1 (one frame at a time) or 2 (the host work of one frame overlaps the device
-    work of the other; animators with only `process` run one at a time).
+    created in this thread). The first frame of each engine is its warm-up (lazy init, compile,
+    graph capture): it runs alone, as a `progress` step. `ready` is set when the first animated
+    frame is handed to the sinks: a video file used as the camera waits for it, and the
+    "starting…" frames stop. When two engines are loaded and `calibrate_frames` > 0, both are
+    then timed on that many frames each (after the first animated frame, never before), so that
+    the HUD's speed ratio is measured early; with 0 it is measured once the user has used both
+    (`b`). Hotkeys are applied before each frame; hotkeys first finish the frames in flight, so
+    they apply from the next frame submitted. `max_frames` counts every animated frame handed
+    to the sinks (calibration frames included: the user sees them). `in_flight` is 1 (one frame
+    at a time) or 2 (the host work of one frame overlaps the device work of the other;
+    animators with only `process` run one at a time).
     """
 
     def __init__(self, build: Callable[[], LiveAnimator], inp: LatestQueue[CapturedFrame],
                  outs: list[LatestQueue[OutputFrame]], controls: Controls, metrics: LiveMetrics,
                  stop: threading.Event, *, max_frames: int | None = None, calibrate_frames: int = 0,
-                 in_flight: int = 1, on_frame: Callable[[OutputFrame], None] | None = None) -> None:
+                 in_flight: int = 1, on_frame: Callable[[OutputFrame], None] | None = None,
+                 progress: Progress | None = None) -> None:
         super().__init__(name="lp-live-inference", daemon=True)
         if in_flight not in DEPTHS:
             raise ValueError(f"in_flight must be 1 or 2, got {in_flight}")
@@ -156,7 +172,10 @@ class InferenceThread(threading.Thread):
         self.calibrate_frames = calibrate_frames
         self.in_flight = in_flight
         self.on_frame = on_frame
-        self.frames = 0  # frames submitted after calibration
+        self.progress = progress or Progress()
+        self.frames = 0  # animated frames submitted (calibration frames included)
+        self.ready = threading.Event()  # the first animated frame is out (or the thread ended)
+        self.ready_lock = threading.Lock()  # held while setting `ready` and by whoever must not race it
         self.error: BaseException | None = None
         self.flight: InFlight[_Submitted] | None = None
         self._warm: set[str] = set()
@@ -168,12 +187,14 @@ class InferenceThread(threading.Thread):
             self.animator = self._build()
             self.flight = InFlight(self.animator, self.in_flight)
             self._clock = _BusyClock()
-            if self.calibrate_frames > 0 and len(self.animator.modes) > 1:
-                self._calibrate()
+            calibrate = self.calibrate_frames > 0 and len(self.animator.modes) > 1
             while not self.stop.is_set():
-                if self.max_frames is not None and self.frames >= self.max_frames:
-                    self.metrics.stop("frame limit")
+                if self._at_limit():
                     break
+                if calibrate and self.ready.is_set():
+                    calibrate = False
+                    self._calibrate()
+                    continue
                 frame = self._next()
                 if frame is None:
                     break
@@ -181,13 +202,14 @@ class InferenceThread(threading.Thread):
                 self._t_controls = self.controls.apply(self.animator, before=self._drain)
                 self._clock.exclude(t0)
                 self._submit(frame)
-                self.frames += 1
             if not self.stop.is_set():
                 self._drain()
         except Exception as e:  # the engine failed: stop the run and let run_live raise it
             self.error = e
             self.stop.set()
         finally:
+            with self.ready_lock:
+                self.ready.set()  # nobody waits for a first frame that will not come
             if self.flight is not None:
                 self.flight.close()
             self.inp.close()  # tells the capture thread to stop
@@ -219,15 +241,30 @@ class InferenceThread(threading.Thread):
                 if not in_flight:
                     self._clock.exclude(t0)
 
+    def _at_limit(self) -> bool:
+        if self.max_frames is not None and self.frames >= self.max_frames:
+            self.metrics.stop("frame limit")
+            return True
+        return False
+
     def _submit(self, frame: CapturedFrame, calibration: bool = False) -> None:
-        """Start `frame`; then finish the oldest frames until there is room for the next one."""
-        image = frame.image
+        """Start `frame`; then finish the oldest frames until there is room for the next one.
+        An engine's first frame runs alone, as a progress step (it may compile the engine)."""
         if self.controls.mirror:
-            image = np.ascontiguousarray(image[:, ::-1])
+            frame = CapturedFrame(frame.seq, frame.t_capture, np.ascontiguousarray(frame.image[:, ::-1]))
+        image = frame.image
         mode = self.animator.mode
         warmup = mode not in self._warm
         self._warm.add(mode)
-        self.flight.submit(image, frame.t_capture, _Submitted(frame, self._t_controls, calibration, warmup))
+        self.frames += 1
+        submitted = _Submitted(frame, self._t_controls, calibration, warmup)
+        if warmup:
+            self._drain()
+            with self.progress.step(first_frame_step(self.animator, mode)):
+                self.flight.submit(image, frame.t_capture, submitted)
+                self._drain()
+            return
+        self.flight.submit(image, frame.t_capture, submitted)
         while self.flight.full:
             self._finish()
 
@@ -239,7 +276,11 @@ class InferenceThread(threading.Thread):
         self.metrics.record_inference(result.mode, ms, face_found=result.face_found, calibration=sub.calibration,
                                       warmup=sub.warmup)
         out = OutputFrame(sub.frame.seq, sub.frame.t_capture, result.image, result.mode, result.face_found,
-                          sub.t_controls, ms, sub.calibration)
+                          sub.t_controls, ms, sub.calibration, driving=sub.frame.image)
+        if not self.ready.is_set():
+            with self.ready_lock:  # no "starting…" frame is put after this one
+                self.ready.set()
+                log.info("running: first animated frame after %.1f s", self.metrics.first_animated())
         for q in self.outs:
             with contextlib.suppress(QueueClosed):  # that sink has failed and was closed
                 q.put(out)
@@ -266,7 +307,7 @@ class InferenceThread(threading.Thread):
             self._switch(mode)
             timed = 0
             while timed < self.calibrate_frames:
-                frame = self._next()
+                frame = None if self._at_limit() else self._next()
                 if frame is None or self.stop.is_set():
                     self._switch(initial)
                     return
@@ -275,6 +316,12 @@ class InferenceThread(threading.Thread):
         self._drain()
         log.info("calibrated: optimized %sx baseline (median of %d frames each)",
                  _fmt(self.metrics.speed_ratio()), self.calibrate_frames)
+
+
+def _photo_label(animator: LiveAnimator) -> str:
+    """"photo 2/3" when the animator holds several source photos, else ""."""
+    count = getattr(animator, "source_count", 1)
+    return f"photo {animator.source_index + 1}/{count}" if count > 1 else ""
 
 
 def _fmt(value: float | None) -> str:
@@ -292,18 +339,32 @@ class _Outputs:
         self.warnings: tuple[str, ...] = ()  # run-level requests not honoured (shown on the HUD)
         self._gpu: GpuMonitor | None = None
 
+    def mode_label(self, out: OutputFrame) -> str:
+        """The engine of `out`, or "switching to X…" from the press of `b` until X's first frame."""
+        animator = self.inference.animator
+        modes = tuple(animator.modes)
+        target = animator.mode
+        pending = self.controls.pending_switches()
+        if pending and len(modes) > 1 and target in modes:
+            target = modes[(modes.index(target) + pending) % len(modes)]
+        if target != out.mode:
+            return f"switching to {target}…"
+        return out.mode + (" (calibrating)" if out.calibration else "")
+
     def hud_info(self, sink: Sink, out: OutputFrame) -> HudInfo:
         animator = self.inference.animator
         if self._gpu is None:
             self._gpu = GpuMonitor(animator.device)
         live = self.metrics.live(sink.name)
         return HudInfo(
-            mode=out.mode + (" (calibrating)" if out.calibration else ""),
+            mode=self.mode_label(out),
             output_fps=live["output_fps"],
             inference_fps=self.metrics.inference_fps(out.mode),
             latency_p50_ms=live["latency_p50_ms"],
             latency_p95_ms=live["latency_p95_ms"],
-            dropped=sum(q.dropped for q in self.all_queues),
+            dropped=sum(q.dropped for q in self.all_queues[1:]),
+            skipped=self.all_queues[0].dropped,
+            photo=_photo_label(animator),
             weights=animator.weights_kind,
             device=str(animator.device),
             gpu=self._gpu.read(),
@@ -316,18 +377,40 @@ class _Outputs:
             warnings=self.warnings + tuple(getattr(animator, "warnings", ())),
         )
 
-    def deliver(self, sink: Sink, out: OutputFrame) -> bool:
-        """Write `out` to `sink`; on failure close the sink, report it in one line and return False."""
+    def deliver(self, sink: Sink, out: OutputFrame, *, record: bool = True) -> bool:
+        """Write `out` to `sink` (scaled to the sink's size first, so that the HUD and the
+        picture-in-picture are drawn at a legible size); on failure close the sink, report it
+        in one line and return False. `record`: count it as shown (False: a redraw)."""
         try:
             image = out.image
-            if sink.hud and self.controls.hud:
-                image = draw_hud(image, hud_lines(self.hud_info(sink, out)))
+            if sink.hud and (self.controls.hud or self.controls.pip):
+                image = sink.fit(image)
+                if self.controls.pip and out.driving is not None:
+                    image = draw_pip(image, out.driving)
+                if self.controls.hud:
+                    image = draw_hud(image, hud_lines(self.hud_info(sink, out)))
             sink.write(image, out.t_capture)
         except Exception as e:  # any sink failure (device gone, disk full) ends that sink only
             self.fail(sink, e)
             return False
-        self.metrics.record_shown(sink.name, out.t_capture)
+        if record:
+            self.metrics.record_shown(sink.name, out.t_capture)
         return True
+
+    def deliver_starting(self, sink: Sink, image: np.ndarray) -> bool:
+        """Write a "starting…" frame to `sink` (not counted as shown); False when the sink failed."""
+        try:
+            sink.write(image, time.perf_counter())
+        except Exception as e:  # as in `deliver`
+            self.fail(sink, e)
+            return False
+        self.metrics.record_starting(sink.name)
+        return True
+
+    def deliver_any(self, sink: Sink, item: OutputFrame | StartingFrame) -> bool:
+        if isinstance(item, StartingFrame):
+            return self.deliver_starting(sink, item.image)
+        return self.deliver(sink, item)
 
     def fail(self, sink: Sink, error: BaseException) -> None:
         message = one_line(error)
@@ -364,7 +447,7 @@ class SinkThread(threading.Thread):
                     continue
                 except QueueClosed:
                     break
-                if not self.outputs.deliver(self.sink, out):
+                if not self.outputs.deliver_any(self.sink, out):
                     break
         finally:
             try:
@@ -480,9 +563,10 @@ class LiveSession:
                  on_frame: Callable[[OutputFrame], None] | None = None) -> None:
         check_config(config)
         if isinstance(animator, AnimatorFactory):
-            build, modes = animator.build, ()
+            build, modes, still, progress = animator.build, (), animator.still, animator.progress
         else:
-            build, modes = (lambda: animator), tuple(animator.modes)
+            build, modes, still, progress = (lambda: animator), tuple(animator.modes), None, None
+        self.progress = progress or Progress()
         _unique_names(sinks)
         self.source, self.sinks, self.keyboard = source, sinks, keyboard
         self.summary = summary or "output: " + " + ".join(s.describe() for s in sinks)
@@ -490,12 +574,17 @@ class LiveSession:
         self.controls = controls or Controls(mirror=config.mirror, hud=config.hud)
         self.metrics = LiveMetrics([s.name for s in sinks], _primary(sinks), modes)
         self.capture_q: LatestQueue[CapturedFrame] = LatestQueue(1, "capture")
-        self.sink_qs = {s.name: LatestQueue(1, f"sink:{s.name}") for s in sinks}
-        self.capture = CaptureThread(source, self.capture_q, self.stop, pace=config.pace)
+        self.sink_qs = {s.name: LatestQueue(1, f"sink:{s.name}", placeholders=(StartingFrame,)) for s in sinks}
         self.inference = InferenceThread(build, self.capture_q, list(self.sink_qs.values()), self.controls,
                                          self.metrics, self.stop, max_frames=max_frames,
                                          calibrate_frames=config.calibrate_frames, in_flight=config.in_flight,
-                                         on_frame=on_frame)
+                                         on_frame=on_frame, progress=self.progress)
+        # a video file used as the camera gives its first frame, then waits for the engine to be ready
+        self.capture = CaptureThread(source, self.capture_q, self.stop, pace=config.pace,
+                                     wait_for=self.inference.ready if source.is_file else None)
+        self.starting = StartingFrames([self.sink_qs[s.name] for s in sinks if s.starting], self.inference.ready,
+                                       self.inference.ready_lock, self.stop, still=still, size=config.size,
+                                       status=self.progress.status)
         self.outputs = _Outputs(self.inference, self.controls, self.metrics, self.stop, self.sink_qs,
                                 [self.capture_q, *self.sink_qs.values()])
         self.outputs.warnings = tuple(warnings)
@@ -514,7 +603,7 @@ class LiveSession:
         self.controls.on_quit = self._quit
         if self.controls.quit.is_set():
             self._quit()
-        threads = [self.capture, self.inference, *self.sink_threads]
+        threads = [self.capture, self.inference, self.starting, *self.sink_threads]
         try:
             for t in threads:
                 t.start()
@@ -522,12 +611,8 @@ class LiveSession:
             with TerminalKeys(self.controls) if use_terminal else contextlib.nullcontext():
                 if self.window is not None:
                     self._window_loop()
-                started = False
                 while not self.stop.is_set() and any(t.is_alive() for t in threads):
                     self.stop.wait(GET_TIMEOUT_S)
-                    if not started and self.metrics.processed:
-                        started = True
-                        log.info("running: first frame after %.1f s", time.perf_counter() - self.metrics.t_start)
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM where the CLI handles it (`lp_live.signals`)
             signum = getattr(e, "signum", SIGINT)
             self.metrics.stop("interrupted" if signum == SIGINT else f"interrupted ({Signals(signum).name})")
@@ -546,6 +631,7 @@ class LiveSession:
 
     def _window_loop(self) -> None:
         window, q = self.window, self.sink_qs[self.window.name]
+        last: OutputFrame | None = None  # redrawn when a key is pressed, so the HUD answers at once
         while not self.stop.is_set():
             try:
                 out = q.get(timeout=0.01)
@@ -553,11 +639,15 @@ class LiveSession:
                 out = None
             except QueueClosed:
                 return  # the inference thread is done and every frame was shown
-            if out is not None and not self.outputs.deliver(window, out):
-                return  # the window failed; the other sinks go on
+            if out is not None:
+                if not self.outputs.deliver_any(window, out):
+                    return  # the window failed; the other sinks go on
+                last = out if isinstance(out, OutputFrame) else last
             key = window.poll_key(1)  # also pumps the window's events
             if key:
                 self.controls.press(key)
+                if last is not None and not self.outputs.deliver(window, last, record=False):
+                    return
             if not window.is_open():
                 self.metrics.stop("window closed")
                 self.stop.set()

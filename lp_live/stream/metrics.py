@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 ROLLING = 60  # samples behind each live (HUD) figure
-RATE_WINDOW_S = 2.0  # output FPS on the HUD: frames shown in the last 2 s
+RATE_FRAMES = 10  # output FPS on the HUD: over the last 10 frames shown, so it has a number at any rate
 
 
 def _percentiles(values, qs=(50, 95)) -> list[float | None]:
@@ -39,6 +39,7 @@ def _rate(times) -> float | None:
 class SinkStats:
     shown: int = 0
     dropped: int = 0
+    starting: int = 0  # "starting…" frames it got before the first animated frame
     latency_ms: dict[str, float | None] = field(default_factory=dict)
     error: str | None = None
 
@@ -50,7 +51,11 @@ class LiveStats:
     `fps` is the output rate at the primary sink (the one the user watches: window, else
     virtual camera, else file, else null); `latency_ms` is capture-to-sink at that sink;
     `inference_fps` is 1000 / mean inference milliseconds (the inference thread's busy time
-    per frame); `in_flight` is how many frames it kept between submit and finish (1 or 2).
+    per frame); `in_flight` is how many frames it kept between submit and finish (1 or 2);
+    `first_frame_s` is the time from the start of the run (models loading included) to the
+    first animated frame. In `frames`, `skipped` counts camera frames the engine was too busy
+    to take (normal when it is slower than the camera) and `lost` animated frames a sink was
+    too slow to show.
     """
 
     fps: float | None
@@ -69,6 +74,7 @@ class LiveStats:
     source: dict[str, object]
     output: str = ""  # what the sinks are, in one line (the `--sink auto` choice and why)
     in_flight: int = 1
+    first_frame_s: float | None = None
     # per-frame capture-to-sink latency at each sink, in display order (not in the JSON)
     latency_series_ms: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
@@ -83,13 +89,13 @@ class LiveStats:
         def num(value: float | None, fmt: str = ".1f") -> str:
             return "--" if value is None else format(value, fmt)
 
-        dropped = self.frames.get("dropped", {})
-        drops = ", ".join(f"{k} {v}" for k, v in dropped.items() if v)
         lat = self.latency_ms
-        text = (f"{self.frames.get('processed', 0)} frames in {self.duration_s:.1f} s: {num(self.fps)} fps out, "
+        text = (f"{self.frames.get('processed', 0)} frames in {self.duration_s:.1f} s "
+                f"(first after {num(self.first_frame_s)} s): {num(self.fps)} fps out, "
                 f"{num(self.inference_fps)} fps inference, latency p50 {num(lat.get('p50'), '.0f')} / "
                 f"p95 {num(lat.get('p95'), '.0f')} / max {num(lat.get('max'), '.0f')} ms, "
-                f"dropped {sum(dropped.values())}" + (f" ({drops})" if drops else ""))
+                f"{self.frames.get('skipped', 0)} camera frames skipped (engine busy), "
+                f"{self.frames.get('lost', 0)} lost")
         if self.speed_ratio is not None:
             text += f", optimized {self.speed_ratio:.2f}x baseline"
         return text + f"; stopped: {self.stop_reason}"
@@ -108,6 +114,7 @@ class _SinkRecord:
         self.shown_at: deque[float] = deque(maxlen=4 * ROLLING)
         self.first_shown: float | None = None
         self.last_shown: float | None = None
+        self.starting = 0
         self.error: str | None = None
         self.alive = True
 
@@ -128,6 +135,7 @@ class LiveMetrics:
         self.recent_ms: dict[str, deque[float]] = {m: deque(maxlen=ROLLING // 2) for m in modes}
         self.warmup_ms: dict[str, float] = {}
         self.stop_reason: str | None = None
+        self.first_frame_s: float | None = None
 
     # -- writers -------------------------------------------------------------------------------
     def record_inference(self, mode: str, ms: float, *, face_found: bool, calibration: bool = False,
@@ -154,6 +162,16 @@ class LiveMetrics:
             rec.last_shown = now
         return ms
 
+    def first_animated(self) -> float:
+        """Record that the first animated frame goes to the sinks now; returns the seconds since the start."""
+        with self._lock:
+            self.first_frame_s = time.perf_counter() - self.t_start
+            return self.first_frame_s
+
+    def record_starting(self, sink: str) -> None:
+        with self._lock:
+            self.sinks[sink].starting += 1
+
     def sink_failed(self, sink: str, message: str) -> list[str]:
         """Mark `sink` dead; returns the sinks still alive."""
         with self._lock:
@@ -178,13 +196,11 @@ class LiveMetrics:
 
     def live(self, sink: str | None = None) -> dict[str, float | None]:
         """Rolling figures for the HUD, at `sink` (default: the primary sink)."""
-        now = time.perf_counter()
         with self._lock:
             rec = self.sinks.get(sink or self.primary or "")
             out: dict[str, float | None] = {"output_fps": None, "latency_p50_ms": None, "latency_p95_ms": None}
             if rec is not None:
-                recent = [t for t in rec.shown_at if now - t <= RATE_WINDOW_S]
-                out["output_fps"] = _rate(recent)
+                out["output_fps"] = _rate(list(rec.shown_at)[-RATE_FRAMES:])
                 out["latency_p50_ms"], out["latency_p95_ms"] = _percentiles(rec.recent_latency)
             return out
 
@@ -201,7 +217,7 @@ class LiveMetrics:
             for name, rec in self.sinks.items():
                 p50, p95 = _percentiles(rec.latency_ms)
                 sinks[name] = SinkStats(
-                    shown=len(rec.latency_ms), dropped=dropped.get(f"sink:{name}", 0),
+                    shown=len(rec.latency_ms), dropped=dropped.get(f"sink:{name}", 0), starting=rec.starting,
                     latency_ms={"p50": p50, "p95": p95, "max": max(rec.latency_ms) if rec.latency_ms else None},
                     error=rec.error)
             primary = self.sinks.get(self.primary or "")
@@ -222,7 +238,9 @@ class LiveMetrics:
                 latency_ms=sinks[self.primary].latency_ms if primary is not None else
                 {"p50": None, "p95": None, "max": None},
                 frames={"captured": captured, "processed": self.processed, "calibration": self.calibration,
-                        "shown": {n: s.shown for n, s in sinks.items()}, "dropped": dict(dropped)},
+                        "shown": {n: s.shown for n, s in sinks.items()}, "dropped": dict(dropped),
+                        "skipped": dropped.get("capture", 0),
+                        "lost": sum(v for k, v in dropped.items() if k != "capture")},
                 mode_switches=mode_switches,
                 inference_ms=per_mode,
                 speed_ratio=ratio,
@@ -235,5 +253,6 @@ class LiveMetrics:
                 source=source,
                 output=output,
                 in_flight=in_flight,
+                first_frame_s=self.first_frame_s,
                 latency_series_ms={name: list(rec.latency_ms) for name, rec in self.sinks.items()},
             )

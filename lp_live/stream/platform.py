@@ -9,13 +9,20 @@ an OpenCV GUI call: OpenCV's Qt aborts the whole process when it cannot open a d
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
+import re
+import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import one_line
+
+log = logging.getLogger(__name__)
 
 MODPROBE = "sudo modprobe v4l2loopback exclusive_caps=1 card_label=lp-live"
 V4L2_VIRTUAL = Path("/sys/devices/virtual/video4linux")  # v4l2loopback devices (no parent bus)
@@ -195,3 +202,34 @@ def list_cameras(max_index: int = MAX_CAMERA_INDEX) -> list[int]:
             finally:
                 cap.release()
     return found
+
+
+DEFAULT_SCREEN = (1280, 720)  # assumed when the screen's size cannot be found
+
+
+@functools.lru_cache(maxsize=1)
+def screen_size() -> tuple[int, int]:
+    """(width, height) of the screen the preview window opens on: from `xrandr`, `xdpyinfo`
+    or Tk, else DEFAULT_SCREEN. Only called once a display is known to answer."""
+    probes = ((["xrandr", "--current"], r"current (\d+) x (\d+)"), (["xdpyinfo"], r"dimensions:\s+(\d+)x(\d+)"))
+    for argv, pattern in probes:
+        if shutil.which(argv[0]) is None:
+            continue
+        try:
+            text = subprocess.run(argv, capture_output=True, text=True, timeout=3).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        found = re.search(pattern, text)
+        if found:
+            return int(found[1]), int(found[2])
+    try:
+        import tkinter
+
+        root = tkinter.Tk()
+        try:
+            return int(root.winfo_screenwidth()), int(root.winfo_screenheight())
+        finally:
+            root.destroy()
+    except Exception as e:  # no tkinter, or Tk cannot open the display
+        log.debug("screen size unknown (%s); assuming %dx%d", e, *DEFAULT_SCREEN)
+    return DEFAULT_SCREEN

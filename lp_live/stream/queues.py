@@ -26,13 +26,15 @@ class LatestQueue(Generic[T]):
     Args:
         maxsize: items held at most (1 or 2 for live video).
         name: used in stats ("capture", "sink:window", ...).
+        placeholders: item types dropped without being counted (the "starting…" frames).
     """
 
-    def __init__(self, maxsize: int = 1, name: str = "") -> None:
+    def __init__(self, maxsize: int = 1, name: str = "", placeholders: tuple[type, ...] = ()) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be at least 1, got {maxsize}")
         self.maxsize = maxsize
         self.name = name
+        self.placeholders = placeholders
         self.dropped = 0
         self.put_count = 0
         self._items: deque[T] = deque()
@@ -45,8 +47,7 @@ class LatestQueue(Generic[T]):
             if self._closed:
                 raise QueueClosed(self.name)
             while len(self._items) >= self.maxsize:
-                self._items.popleft()
-                self.dropped += 1
+                self.dropped += not isinstance(self._items.popleft(), self.placeholders)
             self._items.append(item)
             self.put_count += 1
             self._cond.notify()

@@ -20,12 +20,13 @@ import numpy as np
 
 from ..errors import UserError, one_line
 from .controls import key_from_code
-from .platform import display_status, virtual_camera_hint, virtual_camera_status
+from .platform import display_status, screen_size, virtual_camera_hint, virtual_camera_status
 
 log = logging.getLogger(__name__)
 
 SINK_NAMES = ("auto", "virtualcam", "window", "file", "null")
 WINDOW_TITLE = "lp-live"
+SCREEN_FRACTION = 0.9  # the preview window takes at most this much of the screen's width and height
 NO_WINDOW = "--sink window: no display: {why}; use --sink virtualcam, file or null"
 
 
@@ -53,12 +54,19 @@ class Sink:
 
     Subclasses implement `_write` and `_close`; `close()` calls `_close` once (a second close
     does nothing) and a write after close raises SinkError. `hud`: whether this sink shows the
-    HUD when the HUD is on.
+    HUD when the HUD is on. `starting`: whether it gets the "starting…" frames before the
+    first animated frame (someone watches it). `fit(image)` is the frame as the sink will
+    show it (scaled to its size), so overlays can be drawn at that size.
     """
 
     name = "sink"
     hud = False
+    starting = True
     closed = False
+
+    def fit(self, image: np.ndarray) -> np.ndarray:
+        """`image` at the size this sink shows it (as is by default)."""
+        return image
 
     def write(self, image: np.ndarray, t_capture: float) -> None:
         """Show or store one RGB uint8 frame captured at `t_capture` (perf_counter seconds)."""
@@ -109,7 +117,7 @@ class _SizedSink(Sink):
         self.even = even
         self.frame_size: tuple[int, int] | None = None  # (width, height) once open
 
-    def _fit(self, image: np.ndarray) -> np.ndarray:
+    def fit(self, image: np.ndarray) -> np.ndarray:
         if self.frame_size is None:
             w, h = (self.size, self.size) if self.size else (image.shape[1], image.shape[0])
             if self.even:  # yuv420p needs even sides
@@ -122,10 +130,12 @@ class FileSink(_SizedSink):
     """H.264 in any container FFmpeg knows by the file extension (.mp4, .mkv, ...), with PyAV.
 
     Timestamps follow the capture times, so frames dropped live leave the video's timing
-    right. The encoder is flushed and the file closed by `close()`, on any exit.
+    right. The encoder is flushed and the file closed by `close()`, on any exit. A recording
+    gets no "starting…" frames: it starts with the first animated frame.
     """
 
     name = "file"
+    starting = False
 
     def __init__(self, path: str | os.PathLike, *, fps: float = 30.0, size: int | None = None,
                  hud: bool = False) -> None:
@@ -145,7 +155,7 @@ class FileSink(_SizedSink):
     def _write(self, image: np.ndarray, t_capture: float) -> None:
         from ..video import VideoError, VideoWriter  # PyAV, imported only when a file is written
 
-        image = self._fit(image)
+        image = self.fit(image)
         try:
             if self._writer is None:
                 # frames come in real time: no lookahead, so a killed run loses only the last moment
@@ -183,7 +193,7 @@ class VirtualCameraSink(_SizedSink):
         return f"virtual camera {device}" if device else "virtual camera"
 
     def _write(self, image: np.ndarray, t_capture: float) -> None:
-        image = self._fit(image)
+        image = self.fit(image)
         if self._cam is None:
             import pyvirtualcam
 
@@ -202,31 +212,62 @@ class VirtualCameraSink(_SizedSink):
             self._cam = None
 
 
+def fit_inside(width: int, height: int, limit: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) scaled down to fit `limit` (w, h), aspect kept; as is when it fits."""
+    scale = min(1.0, limit[0] / width, limit[1] / height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 class WindowSink(Sink):
     """The preview window (OpenCV highgui). Use it from one thread only: run_live's main thread.
 
-    `poll_key()` pumps the window's events and returns a pressed key; `is_open()` is False once
-    the user closed the window.
+    The window fits the screen (at most SCREEN_FRACTION of it, aspect kept, resizable), and
+    each frame is scaled to the window's size before it is shown (`fit`), so the HUD is drawn
+    at a size that stays legible and a square crop shows square. When the frames change
+    shape (paste-back toggled) the window takes the new shape. `poll_key()` pumps the window's
+    events and returns a pressed key; `is_open()` is False once the user closed the window.
+
+    Args:
+        title: the window's title.
+        screen: (width, height) of the screen; None finds it (`platform.screen_size`).
     """
 
     name = "window"
     hud = True
 
-    def __init__(self, title: str = WINDOW_TITLE) -> None:
+    def __init__(self, title: str = WINDOW_TITLE, screen: tuple[int, int] | None = None) -> None:
         ok, why = display_status()
         if not ok:
             raise SinkError(NO_WINDOW.format(why=why))
         self.title = title
+        self.screen = screen
         self.opened = False
+        self.display_size: tuple[int, int] | None = None  # (width, height) the frames are shown at
+        self._shape: tuple[int, int] | None = None  # the (h, w) of the frames it was sized for
 
     def describe(self) -> str:
         return "preview window"
 
+    def fit(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        if self._shape != (h, w) and (self.display_size is None or not _same_aspect(self.display_size, w, h)):
+            if self.screen is None:
+                self.screen = screen_size()
+            limit = (int(self.screen[0] * SCREEN_FRACTION), int(self.screen[1] * SCREEN_FRACTION))
+            self.display_size = fit_inside(w, h, limit)
+        self._shape = (h, w)
+        return fit_frame(image, *self.display_size)
+
     def _write(self, image: np.ndarray, t_capture: float) -> None:
+        image = self.fit(image)
+        size = (image.shape[1], image.shape[0])
         if not self.opened:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
-            cv2.resizeWindow(self.title, image.shape[1], image.shape[0])
             self.opened = True
+            self._window_size = None
+        if self._window_size != size:
+            cv2.resizeWindow(self.title, *size)
+            self._window_size = size
         cv2.imshow(self.title, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
     def poll_key(self, delay_ms: int = 1) -> str | None:
@@ -243,6 +284,10 @@ class WindowSink(Sink):
         if self.opened:
             cv2.destroyWindow(self.title)
             cv2.waitKey(1)  # let the GUI process the close
+
+
+def _same_aspect(size: tuple[int, int], width: int, height: int) -> bool:
+    return abs(size[0] * height - size[1] * width) <= max(width, height)  # within a pixel
 
 
 # the sinks that need a device: (name, probe, error when asked for by name, note when by `auto`)
