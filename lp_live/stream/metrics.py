@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .rss import RssSeries
+
 ROLLING = 60  # samples behind each live (HUD) figure
 RATE_WINDOW_S = 2.0  # output FPS on the HUD: frames shown in the last 2 s
 
@@ -69,6 +71,7 @@ class LiveStats:
     source: dict[str, object]
     output: str = ""  # what the sinks are, in one line (the `--sink auto` choice and why)
     in_flight: int = 1
+    memory: dict[str, object] = field(default_factory=dict)  # RSS over the run (`rss.RssSeries.to_dict`)
     # per-frame capture-to-sink latency at each sink, in display order (not in the JSON)
     latency_series_ms: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
@@ -128,10 +131,12 @@ class LiveMetrics:
         self.recent_ms: dict[str, deque[float]] = {m: deque(maxlen=ROLLING // 2) for m in modes}
         self.warmup_ms: dict[str, float] = {}
         self.stop_reason: str | None = None
+        self.rss = RssSeries(self.t_start)
 
     # -- writers -------------------------------------------------------------------------------
     def record_inference(self, mode: str, ms: float, *, face_found: bool, calibration: bool = False,
                          warmup: bool = False) -> None:
+        self.rss.sample()  # at most one sample per interval
         with self._lock:
             self.processed += 1
             self.calibration += calibration
@@ -195,6 +200,7 @@ class LiveMetrics:
 
     def final(self, *, dropped: dict[str, int], captured: int, mode_switches: int, engine: dict[str, object],
               source: dict[str, object], output: str = "", in_flight: int = 1) -> LiveStats:
+        self.rss.sample(force=True)
         with self._lock:
             duration = time.perf_counter() - self.t_start
             sinks = {}
@@ -235,5 +241,6 @@ class LiveMetrics:
                 source=source,
                 output=output,
                 in_flight=in_flight,
+                memory=self.rss.to_dict(),
                 latency_series_ms={name: list(rec.latency_ms) for name, rec in self.sinks.items()},
             )
