@@ -27,6 +27,7 @@ class RenderSummary:
     output: Path
     size: tuple[int, int]  # (width, height)
     fps: float
+    frames_missing: int = 0  # frames a truncated or damaged driving file lacks (`VideoReader.frames_missing`)
 
 
 def fit_size(image: np.ndarray, size: int | None) -> np.ndarray:
@@ -101,4 +102,5 @@ def render_video(
         output=Path(output),
         size=out_size,
         fps=float(reader.fps),
+        frames_missing=reader.frames_missing,
     )

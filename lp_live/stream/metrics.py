@@ -95,6 +95,11 @@ class LiveStats:
                 f"dropped {sum(dropped.values())}" + (f" ({drops})" if drops else ""))
         if self.speed_ratio is not None:
             text += f", optimized {self.speed_ratio:.2f}x baseline"
+        src = self.source
+        if src.get("reconnects") or src.get("frames_lost"):
+            text += f", camera reconnected {src.get('reconnects', 0)}x (about {src.get('frames_lost', 0)} frames lost)"
+        if src.get("frames_missing"):
+            text += f", driving video truncated ({src['frames_missing']} frames missing)"
         return text + f"; stopped: {self.stop_reason}"
 
     def write_json(self, path: str | Path) -> None:
