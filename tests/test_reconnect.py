@@ -19,6 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from cli_run import LIVE_FAST, CliRun, decoded_frames
 from livefakes import FakeAnimator, stream_config
 
 from lp_live.stream import CaptureError, FrameSource, run_live
@@ -110,6 +111,24 @@ def test_a_live_run_ends_cleanly_when_the_stream_does_not_come_back(server, tmp_
     assert data["stop_reason"] == "camera lost" and data["source"]["reconnects"] == 1
     with VideoReader(out) as reader:
         assert sum(1 for _ in reader.frames()) >= 30
+
+
+@pytest.mark.slow
+def test_the_cli_ends_a_lost_stream_cleanly_with_exit_3(assets, server, tmp_path):
+    """A real run (synthetic weights): the stream drops for good; exit 3, the recording plays."""
+    rec, stats_path = tmp_path / "rec.mp4", tmp_path / "stats.json"
+    run = CliRun("--source", str(assets / "s6.jpg"), "--camera", server.url, "--sink", "null", "--output", str(rec),
+                 "--stats-json", str(stats_path), "--reconnect-s", "1", *LIVE_FAST)
+    run.wait_for("running: first frame")
+    time.sleep(2)
+    server.kill()
+    rc = run.finish()
+    err = run.stderr
+    assert rc == 3, f"exit {rc}:\n{err}"
+    assert "Traceback" not in err and "terminate called" not in err, err
+    assert "WARNING: " + server.url + " lost" in err and "stopped: camera lost" in run.stdout
+    assert json.loads(stats_path.read_text())["stop_reason"] == "camera lost"
+    assert decoded_frames(rec) >= 1
 
 
 class _Flaky(FrameSource):
@@ -213,3 +232,12 @@ def test_a_truncated_driving_file_is_reported_once_and_counted(video, tmp_path, 
         while source.read() is not None:
             pass
         assert source.stats()["frames_missing"] == reader.frames_missing
+
+
+def test_an_offline_render_of_a_truncated_file_counts_the_missing_frames(video, tmp_path):
+    from lp_live.render import render_video
+
+    _, cut = _truncated(video, tmp_path)
+    summary = render_video(FakeAnimator({"baseline": 0.0, "optimized": 0.0}), cut, tmp_path / "out.mp4",
+                           progress=False)
+    assert summary.frames + summary.frames_missing == 78 and summary.frames_missing > 20

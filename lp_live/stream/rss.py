@@ -27,9 +27,9 @@ def rss_mb() -> float | None:
 class RssSeries:
     """(seconds since `t0`, RSS MiB) samples, at most one per `interval_s`. Thread-safe."""
 
-    def __init__(self, t0: float | None = None, interval_s: float = RSS_INTERVAL_S) -> None:
+    def __init__(self, t0: float | None = None, interval_s: float | None = None) -> None:
         self.t0 = time.perf_counter() if t0 is None else t0
-        self.interval_s = interval_s
+        self.interval_s = RSS_INTERVAL_S if interval_s is None else interval_s
         self.samples: list[tuple[float, float]] = []
         self._next = self.t0
         self._lock = threading.Lock()
