@@ -52,7 +52,10 @@ class LiveStats:
     `fps` is the output rate at the primary sink (the one the user watches: window, else
     virtual camera, else file, else null); `latency_ms` is capture-to-sink at that sink;
     `inference_fps` is 1000 / mean inference milliseconds (the inference thread's busy time
-    per frame); `in_flight` is how many frames it kept between submit and finish (1 or 2).
+    per frame); `in_flight` is how many frames it kept between submit and finish (1 or 2);
+    `source` adds the source's counts (`reconnects`, `frames_lost`, `seconds_lost` for a camera or
+    live stream, `frames_missing` for a truncated file); `memory` is the RSS over the run
+    (`rss.RssSeries`: [seconds since start, MiB] every 5 s while frames are processed).
     """
 
     fps: float | None
