@@ -599,8 +599,9 @@ class LiveSession:
     def _stats(self) -> LiveStats:
         error = self.inference.error or self.capture.error
         if isinstance(error, CameraLost) and not self.inference.error:
-            log.warning("%s; ending the run (what was recorded is kept)", error)
-            self.metrics.stop("camera lost")  # unless the run was already stopping (a key, a signal)
+            if self.metrics.stop_reason is None:  # not already stopping (a key, a signal)
+                log.warning("%s; ending the run (what was recorded is kept)", error)
+            self.metrics.stop("camera lost")  # the first reason wins
         elif error is not None:
             self.metrics.stop_reason = f"error: {one_line(error)}"
         animator = self.inference.animator
