@@ -32,7 +32,6 @@ import datetime as dt
 import functools
 import json
 import logging
-import os
 import platform
 import statistics
 import subprocess
@@ -53,6 +52,7 @@ from .engine.base import StageTimer
 from .models import load_liveportrait
 from .models.download import resolve_weights
 from .pipeline import resolve_device
+from .stream.rss import rss_mb as process_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +160,8 @@ def compile_counts() -> dict[str, int]:
 
 
 def rss_mb() -> float:
-    """Resident memory of this process now, in MiB (Linux /proc; 0 elsewhere)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    """Resident memory of this process now, in MiB (0 where Linux /proc is missing)."""
+    return process_rss_mb() or 0.0
 
 
 # ---------------------------------------------------------------------------------------------

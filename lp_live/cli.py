@@ -156,7 +156,7 @@ def cmd_run(argv: list[str]) -> int:
     recording = stats.sinks.get("file")
     if recording is not None and recording.error:  # the run went on; the file the user asked for did not
         raise UserError(f"recording failed: {recording.error}")
-    return 0
+    return signals.EXIT_CAMERA_LOST if stats.stop_reason == "camera lost" else 0
 
 
 def _render(args: argparse.Namespace, cfg: Config, source_rgb, progress) -> int:
@@ -174,12 +174,15 @@ def _render(args: argparse.Namespace, cfg: Config, source_rgb, progress) -> int:
     line = (f"wrote {summary.output}: {summary.frames} frames, {w}x{h} at {summary.fps:g} fps, "
             f"{summary.seconds:.1f} s ({per_frame:.2f} s/frame, {animator.mode} engine on {animator.device}, "
             f"{animator.weights_kind} weights); {summary.frames_without_face} frames without a face")
+    if summary.frames_missing:
+        line += f"; driving video truncated ({summary.frames_missing} frames missing)"
     print(f"interrupted: {line}" if summary.interrupted else line, file=sys.stderr if summary.interrupted else None)
     if args.stats_json:
         args.stats_json.write_text(json.dumps({
             "frames": summary.frames, "seconds": summary.seconds, "frames_without_face": summary.frames_without_face,
             "mode": animator.mode, "device": str(animator.device), "weights": animator.weights_kind,
             "interrupted": summary.interrupted, "first_frame_s": summary.first_frame_s,
+            "frames_missing": summary.frames_missing,
         }, indent=2))
     return 130 if summary.interrupted else 0  # `main` makes it 143 for SIGTERM
 

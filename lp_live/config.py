@@ -136,6 +136,9 @@ class StreamConfig:
                                 "ratio (0: measured as you toggle with `b`)", low=0, high=100)
     in_flight: int = opt(2, "frames between submit and finish: 2 prepares the next frame while the device runs "
                          "this one, 1 runs one frame at a time", low=1, high=2)
+    reconnect_s: float = opt(30.0, "a camera or live stream that stops is opened again (backoff 0.5 s to 5 s) for "
+                             "up to this many seconds, then the run ends as 'camera lost'; 0: end at once",
+                             low=0.0, high=3600.0)
 
 
 def _port(value: int) -> str | None:

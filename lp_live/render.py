@@ -29,6 +29,7 @@ class RenderSummary:
     size: tuple[int, int]  # (width, height)
     fps: float
     first_frame_s: float | None = None  # from `t_start` to the first animated frame written
+    frames_missing: int = 0  # frames a truncated or damaged driving file lacks (`VideoReader.frames_missing`)
 
 
 def fit_size(image: np.ndarray, size: int | None) -> np.ndarray:
@@ -118,4 +119,5 @@ def render_video(
         size=out_size,
         fps=float(reader.fps),
         first_frame_s=first_frame_s,
+        frames_missing=reader.frames_missing,
     )

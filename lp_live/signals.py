@@ -8,7 +8,9 @@ raised into the cleanup. A second signal stops the waiting for busy threads (`wa
 third ends the process at once (the recordings are fragmented, so what was written plays).
 
 Exit codes (live and offline alike): 0 done, 2 bad input or a failed output (one line),
-128 + the signal's number for a run ended by a signal: 130 SIGINT, 143 SIGTERM.
+3 the camera or stream was lost and did not come back within `stream.reconnect_s` (a clean end:
+what was recorded is kept), 128 + the signal's number for a run ended by a signal: 130 SIGINT,
+143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from types import FrameType
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+EXIT_CAMERA_LOST = 3
 WAIT_SLICE_S = 0.1  # how often a wait for a busy thread checks whether it was told to stop waiting
 
 

@@ -53,7 +53,8 @@ class VideoReader:
     Attributes: `rate` (the frame rate the container states, or None), `fps` (`rate`, else 25),
     `frame_count` (0 when the container does not say), `width`, `height`, `audio` (the first
     audio stream or None), `is_url`, `is_file` (has a duration: a file, or a URL to a file),
-    `low_delay` (as opened), `stream` (the PyAV video stream).
+    `low_delay` (as opened), `stream` (the PyAV video stream), `frames_missing` (frames a
+    truncated or damaged file lacks: what its header states minus what decoded; 0 otherwise).
 
     Raises VideoError (one line) when the input cannot be opened, answers nothing within
     `timeout`, or holds no decodable frame.
@@ -98,6 +99,7 @@ class VideoReader:
         self._offset = 0.0  # added to frame times after each loop
         self._last_time: float | None = None
         self._closed = False
+        self.frames_missing = 0
 
     def _open(self, timeout: float | None) -> av.container.InputContainer:
         options = {"fflags": "nobuffer", "flags": "low_delay"} if self.low_delay else {}
@@ -120,12 +122,6 @@ class VideoReader:
         """
         try:
             frame = next(self._frames, None)
-            if frame is None and self.loop and self._last_time is not None:
-                self.container.seek(0)
-                self._offset = self._last_time + 1.0 / float(self.fps)
-                self._frames = self.container.decode(self.stream)
-                self._index = 0
-                frame = next(self._frames, None)
         except av.ExitError as e:
             raise VideoError(f"{self.spec}: stream stopped answering") from e
         except (av.FFmpegError, OSError) as e:
@@ -134,17 +130,57 @@ class VideoReader:
                                  f"({one_line(e)}); pass a working video file") from e
             if self.is_url:
                 raise VideoError(f"{self.spec}: cannot be decoded ({one_line(e)})") from e
-            log.warning("%s: decoding stopped after %d frames (%s)", self.spec, self._decoded, one_line(e))
+            self._report_short(f"decoding stopped ({one_line(e)})", at_least=1)
             frame = None
         if frame is None:
             if self._decoded == 0:
                 raise VideoError(f"{self.spec} holds no decodable video frame; pass a working video file")
-            return None
+            if self.is_file:
+                self._report_short("the file ends early (truncated?)")
+            if not self.loop or self._index == 0:
+                return None
+            return self._restart()
         t = self._offset + (float(frame.time) if frame.time is not None else self._index / float(self.fps))
         self._decoded += 1
         self._index += 1
         self._last_time = t
         return frame.to_ndarray(format="rgb24"), t
+
+    def _restart(self) -> tuple[np.ndarray, float] | None:
+        """The first frame of the next loop."""
+        try:
+            self.container.seek(0)
+        except (av.FFmpegError, OSError) as e:
+            log.warning("%s: cannot go back to the start to loop (%s); the input ends here", self.spec, one_line(e))
+            return None
+        self._offset = (self._last_time or 0.0) + 1.0 / float(self.fps)
+        self._frames = self.container.decode(self.stream)
+        self._index = 0
+        return self.read()
+
+    def _expected_frames(self) -> int | None:
+        """Frames per loop the header states: the frame count, else the duration at `fps`."""
+        if self.frame_count:
+            return self.frame_count
+        if self.stream.duration is not None and self.stream.time_base:
+            return round(float(self.stream.duration * self.stream.time_base) * float(self.fps))
+        if self.container.duration is not None:
+            return round(self.container.duration / av.time_base * float(self.fps))
+        return None
+
+    def _report_short(self, why: str, at_least: int = 0) -> None:
+        """One WARNING (the first time only) for a file with fewer frames than its header states."""
+        if self.frames_missing:
+            return
+        expected = self._expected_frames()
+        # the duration is only known to about a frame: a frame less is not a truncated file
+        slack = 0 if self.frame_count else 1
+        missing = expected - self._index if expected is not None and expected - self._index > slack else 0
+        self.frames_missing = max(missing, at_least)
+        if self.frames_missing:
+            of = f" of {expected}" if expected is not None and missing else ""
+            log.warning("%s: %s after %d%s frames: %d frames missing", self.spec, why,
+                        self._index, of, self.frames_missing)
 
     def frames(self) -> Iterator[tuple[np.ndarray, float]]:
         """(RGB frame, seconds) until the end of the input; VideoError as `read`."""

@@ -31,12 +31,12 @@ def test_source_switching_with_the_real_networks(assets, synthetic_models, video
     engine = animator.engine("baseline")
     real_prepare = engine.prepare_source
     engine.prepare_source = lambda *a, **kw: prepared.append(1) or real_prepare(*a, **kw)
-    anchor = animator._states["baseline"].anchor
+    anchor = animator.anchor.motion
     assert anchor is not None  # the first driving frame
     controls = Controls()
     controls.press("2")
     controls.apply(animator)
-    assert animator._states["baseline"].anchor is anchor  # the driving anchor is kept across photos
+    assert animator.anchor.motion is anchor  # the driving anchor is kept across photos
     b = animator.process(frames[1]).image
     assert animator.source_index == 1 and b.shape[:2] == animator.source.shape[:2] != a.shape[:2]
     assert prepared == [1]  # the second photo was prepared when first selected

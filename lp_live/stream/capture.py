@@ -54,6 +54,13 @@ class FrameSource:
     def close(self) -> None:
         raise NotImplementedError
 
+    def stats(self) -> dict[str, object]:
+        """Counts for the run's stats (frames missing, reconnects); none by default."""
+        return {}
+
+    def interrupt(self) -> None:
+        """The run is stopping: stop waiting for the source (a reconnect); reads may then fail."""
+
     def __enter__(self) -> FrameSource:
         return self
 
@@ -148,20 +155,33 @@ class StreamSource(FrameSource):
     def close(self) -> None:
         self._reader.close()
 
+    def stats(self) -> dict[str, object]:
+        return {"frames_missing": self._reader.frames_missing} if self.is_file else {}
 
-def open_source(camera: str | int, *, timeout: float = 10.0, loop: bool = False) -> FrameSource:
+
+def open_source(camera: str | int, *, timeout: float = 10.0, loop: bool = False,
+                reconnect_s: float | None = None) -> FrameSource:
     """The source for `--camera`: a digit string is an OpenCV camera index, a /dev/video* path a
     V4L2 camera, anything else a file or URL read with PyAV (`loop`: files restart at their end).
-    Raises CaptureError."""
+
+    With `reconnect_s` (seconds, 0 included) a camera or live stream that stops is opened again
+    for up to that long, then ends the run as "camera lost" (`reconnect.ReconnectingSource`);
+    a file's end is the end of the input. Raises CaptureError."""
     spec = str(camera).strip()
-    if spec.isdigit():
-        return CameraSource(int(spec))
-    if spec.startswith("/dev/video"):
-        return CameraSource(spec)
-    if "://" not in spec and not Path(spec).is_file():
+    if spec.isdigit() or spec.startswith("/dev/video"):
+        index = int(spec) if spec.isdigit() else spec
+        source, reopen = CameraSource(index), (lambda _timeout: CameraSource(index))
+    elif "://" not in spec and not Path(spec).is_file():
         raise CaptureError(f"--camera {spec}: no such file, and not a camera index or stream URL "
                            "(e.g. 0, video.mp4, rtsp://host/stream)")
-    return StreamSource(spec, timeout=timeout, loop=loop)
+    else:
+        source = StreamSource(spec, timeout=timeout, loop=loop)
+        reopen = lambda t: StreamSource(spec, timeout=t, loop=loop)  # noqa: E731
+    if reconnect_s is None or source.is_file:
+        return source
+    from .reconnect import ReconnectingSource
+
+    return ReconnectingSource(reopen, source, window_s=reconnect_s, open_timeout=timeout)
 
 
 class CaptureThread(threading.Thread):

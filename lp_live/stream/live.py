@@ -43,6 +43,7 @@ from .hud import GpuMonitor, HudInfo, draw_hud, draw_pip, hud_lines
 from .inflight import DEPTHS, InFlight
 from .metrics import LiveMetrics, LiveStats
 from .queues import LatestQueue, QueueClosed
+from .reconnect import CameraLost
 from .sinks import Sink, WindowSink, resolve_sinks
 from .starting import StartingFrame, StartingFrames
 
@@ -518,7 +519,8 @@ def open_live(animator: LiveAnimator | AnimatorFactory, camera: str | FrameSourc
         SinkError: an explicitly requested sink cannot work (one-line message).
     """
     check_config(config)
-    source = camera if isinstance(camera, FrameSource) else open_source(camera, timeout=open_timeout, loop=loop)
+    source = camera if isinstance(camera, FrameSource) else \
+        open_source(camera, timeout=open_timeout, loop=loop, reconnect_s=config.reconnect_s)
     try:
         if sinks is None:
             sinks, summary, warnings = resolve_live_sinks(config, config.fps or source.fps or 30.0, output)
@@ -618,6 +620,7 @@ class LiveSession:
             self.metrics.stop("interrupted" if signum == SIGINT else f"interrupted ({Signals(signum).name})")
         finally:
             self.stop.set()
+            self.source.interrupt()  # a reconnect in progress stops waiting
             with signals.deferred():  # a signal now is recorded, not raised into the cleanup
                 log.info("stopping (%s)", self.metrics.stop_reason or "stop requested")
                 self._shutdown()
@@ -625,7 +628,7 @@ class LiveSession:
                 if stats_json is not None:
                     stats.write_json(stats_json)
         error = self.inference.error or self.capture.error
-        if error is not None:
+        if error is not None and not isinstance(error, CameraLost):  # a lost camera ends the run cleanly
             raise error
         return stats
 
@@ -685,7 +688,11 @@ class LiveSession:
 
     def _stats(self) -> LiveStats:
         error = self.inference.error or self.capture.error
-        if error is not None:
+        if isinstance(error, CameraLost) and not self.inference.error:
+            if self.metrics.stop_reason is None:  # not already stopping (a key, a signal)
+                log.warning("%s; ending the run (what was recorded is kept)", error)
+            self.metrics.stop("camera lost")  # the first reason wins
+        elif error is not None:
             self.metrics.stop_reason = f"error: {one_line(error)}"
         animator = self.inference.animator
         engine = {}
@@ -697,7 +704,8 @@ class LiveSession:
             captured=self.capture.captured,
             mode_switches=self.controls.mode_switches,
             engine=engine,
-            source={"camera": self.source.description, "fps": self.source.fps, "paced": self.capture.pace},
+            source={"camera": self.source.description, "fps": self.source.fps, "paced": self.capture.pace,
+                    **self.source.stats()},
             output=self.summary,
             in_flight=self.inference.flight.depth if self.inference.flight is not None else self.inference.in_flight,
         )

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .rss import RssSeries
+
 ROLLING = 60  # samples behind each live (HUD) figure
 RATE_FRAMES = 10  # output FPS on the HUD: over the last 10 frames shown, so it has a number at any rate
 
@@ -55,7 +57,10 @@ class LiveStats:
     `first_frame_s` is the time from the start of the run (models loading included) to the
     first animated frame. In `frames`, `skipped` counts camera frames the engine was too busy
     to take (normal when it is slower than the camera) and `lost` animated frames a sink was
-    too slow to show.
+    too slow to show. `source` adds the source's counts (`reconnects`, `frames_lost`,
+    `seconds_lost` for a camera or live stream, `frames_missing` for a truncated file); `memory`
+    is the RSS over the run (`rss.RssSeries`: [seconds since start, MiB] every 5 s while frames
+    are processed).
     """
 
     fps: float | None
@@ -75,6 +80,7 @@ class LiveStats:
     output: str = ""  # what the sinks are, in one line (the `--sink auto` choice and why)
     in_flight: int = 1
     first_frame_s: float | None = None
+    memory: dict[str, object] = field(default_factory=dict)  # RSS over the run (`rss.RssSeries.to_dict`)
     # per-frame capture-to-sink latency at each sink, in display order (not in the JSON)
     latency_series_ms: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
@@ -98,6 +104,11 @@ class LiveStats:
                 f"{self.frames.get('lost', 0)} lost")
         if self.speed_ratio is not None:
             text += f", optimized {self.speed_ratio:.2f}x baseline"
+        src = self.source
+        if src.get("reconnects") or src.get("frames_lost"):
+            text += f", camera reconnected {src.get('reconnects', 0)}x (about {src.get('frames_lost', 0)} frames lost)"
+        if src.get("frames_missing"):
+            text += f", driving video truncated ({src['frames_missing']} frames missing)"
         return text + f"; stopped: {self.stop_reason}"
 
     def write_json(self, path: str | Path) -> None:
@@ -136,10 +147,12 @@ class LiveMetrics:
         self.warmup_ms: dict[str, float] = {}
         self.stop_reason: str | None = None
         self.first_frame_s: float | None = None
+        self.rss = RssSeries(self.t_start)
 
     # -- writers -------------------------------------------------------------------------------
     def record_inference(self, mode: str, ms: float, *, face_found: bool, calibration: bool = False,
                          warmup: bool = False) -> None:
+        self.rss.sample()  # at most one sample per interval
         with self._lock:
             self.processed += 1
             self.calibration += calibration
@@ -211,6 +224,7 @@ class LiveMetrics:
 
     def final(self, *, dropped: dict[str, int], captured: int, mode_switches: int, engine: dict[str, object],
               source: dict[str, object], output: str = "", in_flight: int = 1) -> LiveStats:
+        self.rss.sample(force=True)
         with self._lock:
             duration = time.perf_counter() - self.t_start
             sinks = {}
@@ -254,5 +268,6 @@ class LiveMetrics:
                 output=output,
                 in_flight=in_flight,
                 first_frame_s=self.first_frame_s,
+                memory=self.rss.to_dict(),
                 latency_series_ms={name: list(rec.latency_ms) for name, rec in self.sinks.items()},
             )

@@ -1,0 +1,56 @@
+"""The process's resident memory over a run, for `--stats-json` (a soak shows whether it grows).
+
+Read from /proc/self/statm (Linux); elsewhere there are no samples. A sample is taken at most
+every `interval_s`, by whichever thread calls `sample()` (the live path: once per finished frame,
+so a sample costs one small file read every few seconds, not one per frame).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+RSS_INTERVAL_S = 5.0
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_mb() -> float | None:
+    """This process's resident set size in MiB, or None where /proc/self/statm is missing."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE / 2**20
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class RssSeries:
+    """(seconds since `t0`, RSS MiB) samples, at most one per `interval_s`. Thread-safe."""
+
+    def __init__(self, t0: float | None = None, interval_s: float | None = None) -> None:
+        self.t0 = time.perf_counter() if t0 is None else t0
+        self.interval_s = RSS_INTERVAL_S if interval_s is None else interval_s
+        self.samples: list[tuple[float, float]] = []
+        self._next = self.t0
+        self._lock = threading.Lock()
+
+    def sample(self, *, force: bool = False) -> None:
+        """Record the RSS now if `interval_s` has passed since the last sample (or `force`)."""
+        now = time.perf_counter()
+        if now < self._next and not force:
+            return
+        with self._lock:
+            if now < self._next and not force:
+                return
+            self._next = now + self.interval_s
+            mb = rss_mb()
+            if mb is not None:
+                self.samples.append((round(now - self.t0, 2), round(mb, 2)))
+
+    def to_dict(self) -> dict[str, object]:
+        """{"interval_s", "samples": [[s, MiB], ...], "peak_mb", "last_mb"} (peak/last None without samples)."""
+        with self._lock:
+            samples = [list(s) for s in self.samples]
+        mbs = [mb for _, mb in samples]
+        return {"interval_s": self.interval_s, "samples": samples, "peak_mb": max(mbs) if mbs else None,
+                "last_mb": mbs[-1] if mbs else None}

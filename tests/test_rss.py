@@ -1,0 +1,42 @@
+"""RSS over a run: samples at most once per interval, and what the process holds shows in them."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from livefakes import FakeAnimator, StillSource, stream_config
+
+from lp_live.stream import run_live
+from lp_live.stream.rss import RssSeries, rss_mb
+
+pytestmark = pytest.mark.skipif(rss_mb() is None, reason="needs Linux /proc/self/statm")
+
+
+def test_rss_follows_memory_held():
+    before = rss_mb()
+    block = np.ones(64 * 2**20, np.uint8)  # 64 MiB, touched
+    assert rss_mb() - before > 50
+    del block
+
+
+def test_samples_at_most_once_per_interval():
+    series = RssSeries(interval_s=0.2)
+    t_end = time.perf_counter() + 0.5
+    while time.perf_counter() < t_end:
+        series.sample()
+    series.sample(force=True)
+    data = series.to_dict()
+    times = [t for t, _ in data["samples"]]
+    assert 3 <= len(times) <= 5  # at 0, 0.2, 0.4 s, and the forced one
+    assert all(np.diff(times[:-1]) >= 0.19)
+    assert data["peak_mb"] >= data["last_mb"] > 0
+
+
+def test_a_live_run_records_rss_in_its_stats(video, tmp_path, monkeypatch):
+    monkeypatch.setattr("lp_live.stream.rss.RSS_INTERVAL_S", 0.1)
+    stats = run_live(FakeAnimator(), StillSource(video, frames=30), stream_config(), keyboard=False)
+    samples = stats.to_dict()["memory"]["samples"]
+    assert len(samples) >= 5  # 30 frames at 25 fps: about 1.2 s
+    assert all(mb > 10 for _, mb in samples) and samples[-1][0] <= stats.duration_s + 0.01
