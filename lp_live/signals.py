@@ -71,7 +71,7 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     if count == 1 and not _state.deferring:
         raise Interrupted(signum)
     if count == 1:
-        _say(f"{name}: stopping after the cleanup under way")
+        _say(f"{name}: stopping as soon as the step under way allows")
     elif count == 2:
         _state.stop_waiting.set()
         _say(f"{name} again: not waiting for busy threads; once more quits at once")
@@ -94,6 +94,7 @@ def handled() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        _state = _State()  # the next run in this process starts with no signal received
 
 
 @contextlib.contextmanager
@@ -104,6 +105,13 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         _state.deferring -= 1
+
+
+def raise_pending() -> None:
+    """Raise the stop signal that `deferred()` recorded, if any (a run that was being set up when
+    it came stops as soon as it can write its stats)."""
+    if _state.received and not _state.deferring:
+        raise Interrupted(_state.received[0])
 
 
 def wait_for(thread: threading.Thread, timeout: float) -> bool:

@@ -30,7 +30,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO.parent / "shared" / "assets"
-FIRST_FRAME = re.compile(r"running: first frame after ([0-9.]+) s")
+FIRST_FRAME = re.compile(r"running: first animated frame after ([0-9.]+) s")
 
 
 def cpu_model() -> str:

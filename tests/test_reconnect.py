@@ -119,7 +119,7 @@ def test_the_cli_ends_a_lost_stream_cleanly_with_exit_3(assets, server, tmp_path
     rec, stats_path = tmp_path / "rec.mp4", tmp_path / "stats.json"
     run = CliRun("--source", str(assets / "s6.jpg"), "--camera", server.url, "--sink", "null", "--output", str(rec),
                  "--stats-json", str(stats_path), "--reconnect-s", "1", *LIVE_FAST)
-    run.wait_for("running: first frame")
+    run.wait_for("running: first animated frame")
     time.sleep(2)
     server.kill()
     rc = run.finish()

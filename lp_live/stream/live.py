@@ -609,6 +609,7 @@ class LiveSession:
         try:
             for t in threads:
                 t.start()
+            signals.raise_pending()  # a signal that came while the session was set up
             use_terminal = self.keyboard and self.window is None
             with TerminalKeys(self.controls) if use_terminal else contextlib.nullcontext():
                 if self.window is not None:
