@@ -149,10 +149,18 @@ def cmd_run(argv: list[str]) -> int:
     def build():  # in the inference thread, where all device state (CUDA graphs, streams) must live
         return build_animator(cfg, sources[0], more_sources=sources[1:], progress=progress)
 
-    with signals.deferred():  # a signal while the session is set up stops it once it runs (stats written)
-        session = open_live(AnimatorFactory(build, still=fit_source(sources[0]), progress=progress), args.camera,
-                            cfg.stream, output=args.output, loop=args.loop, max_frames=args.max_frames)
-    stats = session.run(args.stats_json)
+    session = None
+    try:
+        with signals.deferred():  # a signal while the session is set up stops it once it runs (stats written)
+            session = open_live(AnimatorFactory(build, still=fit_source(sources[0]), progress=progress),
+                                args.camera, cfg.stream, output=args.output, loop=args.loop,
+                                max_frames=args.max_frames)
+        stats = session.run(args.stats_json)
+    except KeyboardInterrupt as e:  # its Python handler ran just after the setup, before `run` took over
+        if session is None or session.entered:
+            raise
+        session.interrupt(e)
+        stats = session.run(args.stats_json)
     print(stats.summary())
     recording = stats.sinks.get("file")
     if recording is not None and recording.error:  # the run went on; the file the user asked for did not

@@ -573,6 +573,7 @@ class LiveSession:
         self.source, self.sinks, self.keyboard = source, sinks, keyboard
         self.summary = summary or "output: " + " + ".join(s.describe() for s in sinks)
         self.stop = threading.Event()
+        self.entered = False  # `run` was called (it then handles every signal itself)
         self.controls = controls or Controls(mirror=config.mirror, hud=config.hud)
         self.metrics = LiveMetrics([s.name for s in sinks], _primary(sinks), modes)
         self.capture_q: LatestQueue[CapturedFrame] = LatestQueue(1, "capture")
@@ -598,15 +599,22 @@ class LiveSession:
         self.metrics.stop("quit key")
         self.stop.set()
 
+    def interrupt(self, e: KeyboardInterrupt) -> None:
+        """Stop for a signal (also before `run`: it then ends at once, still writing the stats)."""
+        signum = getattr(e, "signum", SIGINT)
+        self.metrics.stop("interrupted" if signum == SIGINT else f"interrupted ({Signals(signum).name})")
+        self.stop.set()
+
     def run(self, stats_json: str | Path | None = None) -> LiveStats:
         """Start every thread, wait for the end (q/Esc, Ctrl-C, end of input, the frame limit, no
         sink left, an error), shut down and close everything; write the stats to `stats_json`
         (also after an error). Raises the Animator's or the source's error after the shutdown."""
-        self.controls.on_quit = self._quit
-        if self.controls.quit.is_set():
-            self._quit()
         threads = [self.capture, self.inference, self.starting, *self.sink_threads]
         try:
+            self.entered = True  # from here on a signal is handled below
+            self.controls.on_quit = self._quit
+            if self.controls.quit.is_set():
+                self._quit()
             for t in threads:
                 t.start()
             signals.raise_pending()  # a signal that came while the session was set up
@@ -617,8 +625,7 @@ class LiveSession:
                 while not self.stop.is_set() and any(t.is_alive() for t in threads):
                     self.stop.wait(GET_TIMEOUT_S)
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM where the CLI handles it (`lp_live.signals`)
-            signum = getattr(e, "signum", SIGINT)
-            self.metrics.stop("interrupted" if signum == SIGINT else f"interrupted ({Signals(signum).name})")
+            self.interrupt(e)
         finally:
             self.stop.set()
             self.source.interrupt()  # a reconnect in progress stops waiting
