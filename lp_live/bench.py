@@ -30,11 +30,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import json
 import logging
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,6 +50,7 @@ from .engine.base import StageTimer
 from .models import load_liveportrait
 from .models.download import resolve_weights
 from .pipeline import resolve_device
+from .provenance import git_commit
 from .stream.rss import rss_mb as process_rss_mb
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,6 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ASSETS = next((p / "assets" for p in (REPO.parent / "shared", REPO / "shared") if (p / "assets").is_dir()),
                      REPO.parent / "shared" / "assets")
-COMMIT_FILE = REPO / "shared" / "commit.json"  # the commit of a checkout copied without .git
 STAGES = ("copy_h2d", "pre", "motion", "stitching", "warping", "generator", "post", "copy_d2h")
 
 
@@ -127,26 +125,6 @@ def device_name(device: torch.device) -> str:
     features = cputune.cpu_features()
     amx = "AMX" if "amx_tile" in features else "no AMX"
     return f"{cputune.cpu_model()} ({torch.get_num_threads()} threads; {', '.join([*features, amx])})"
-
-
-def git_commit() -> str:
-    """HEAD of this checkout ("-dirty" appended for uncommitted changes to tracked files).
-
-    Without git (a checkout copied alone to a GPU machine, .git left behind) it is read from
-    shared/commit.json, written beside the copied kit by scripts/prepare_gpu_run.sh.
-    """
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return rev.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    try:
-        recorded = json.loads(COMMIT_FILE.read_text())
-        return str(recorded["commit"]) + ("-dirty" if recorded.get("dirty") else "")
-    except (OSError, ValueError, KeyError, TypeError):
-        return "unknown"
 
 
 def compile_counts() -> dict[str, int]:

@@ -25,25 +25,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout: the package beside this script
 
-
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    found = re.search(r"model name\s*:\s*(.+)", text)
-    return found[1].strip() if found else platform.machine()
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from lp_live.cputune import cpu_model  # noqa: E402 (torch-free)
+from lp_live.provenance import git_commit  # noqa: E402
 
 
 def run_once(kind: str, args: argparse.Namespace, cache: Path, tmp: Path) -> dict[str, object]:
@@ -80,7 +65,7 @@ def main() -> int:
         "what": "seconds from process start to the first animated frame (first_frame_s: from the run's start, "
                 "models included; process_wall_s: the whole process, frames and exit included)",
         "cpu": cpu_model(), "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-        "commit": commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "camera": Path(args.camera).name, "weights": args.weights, "frames": args.frames, "flags": args.extra,
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }

@@ -59,7 +59,7 @@ def collect() -> dict[str, Any]:
     import torch
 
     try:
-        from lp_live.bench import COMMIT_FILE, git_commit
+        from lp_live.provenance import COMMIT_FILE, git_commit
 
         commit = git_commit()
         recorded = json.loads(COMMIT_FILE.read_text()) if COMMIT_FILE.is_file() else None

@@ -29,34 +29,13 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout: the package beside this script
+
+from lp_live.cputune import cpu_model, torch_version  # noqa: E402 (torch-free)
+from lp_live.provenance import git_commit  # noqa: E402
+
 ASSETS = REPO.parent / "shared" / "assets"
 FIRST_FRAME = re.compile(r"running: first animated frame after ([0-9.]+) s")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return rev.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def torch_version() -> str:
-    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True,
-                         text=True)
-    return out.stdout.strip() or "unknown"
 
 
 def growth(samples: list[list[float]], start: float, window: float = 60.0) -> dict[str, float | None]:

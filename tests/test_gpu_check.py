@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lp_live import bench
+from lp_live import bench, provenance
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ["env", "bench-b1", "bench-batch", "cuda-tests", "kernels", "profile"]
@@ -113,8 +113,8 @@ def test_prepare_copies_the_kit_and_records_the_commit(tmp_path, monkeypatch):
     # where .git did not travel, the bench reads the commit from that file
     copied = tmp_path / "copied"
     shutil.copytree(checkout, copied, ignore=shutil.ignore_patterns(".git"))
-    monkeypatch.setattr(bench, "REPO", copied)
-    monkeypatch.setattr(bench, "COMMIT_FILE", copied / "shared" / "commit.json")
-    assert bench.git_commit() == f"{head}-dirty"
+    monkeypatch.setattr(provenance, "REPO", copied)
+    monkeypatch.setattr(provenance, "COMMIT_FILE", copied / "shared" / "commit.json")
+    assert bench.git_commit() == f"{head}-dirty"  # the bench's figures carry it
     (copied / "shared" / "commit.json").unlink()
     assert bench.git_commit() == "unknown"

@@ -26,9 +26,10 @@ from typing import Any
 import cv2
 import torch
 
-from ..bench import SHARED_ASSETS, device_name, git_commit
+from ..bench import SHARED_ASSETS, device_name
 from ..config import Config
 from ..errors import UserError
+from ..provenance import git_commit
 from ..stream.metrics import _percentiles
 from .app import SERVER, background_server
 from .client import read_video, stream
