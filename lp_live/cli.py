@@ -360,11 +360,12 @@ def _device_flag(argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a command; the exit codes are listed in `lp_live.signals`."""
+    program = argv is None  # the process's entry point (not a call from Python code)
     argv = sys.argv[1:] if argv is None else argv
     command = COMMANDS.get(argv[0], cmd_run) if argv else cmd_run
     if command is not cmd_run:
         argv = argv[1:]
-    with signals.handled():
+    with signals.handled(program=program):
         try:
             if command in (cmd_run, cmd_bench, cmd_serve, cmd_serve_bench):
                 _configure_cpu_threading(argv, bench=command is cmd_bench)
@@ -382,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("exiting while %s %s still busy (in native code)", ", ".join(t.name for t in busy),
                         "is" if len(busy) == 1 else "are")
             signals.exit_now(code)
+        signals.chosen(code)
     return code
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ class _State:
         self.received: list[int] = []
         self.deferring = 0
         self.stop_waiting = threading.Event()
+        self.exit_code: int | None = None  # set by `chosen` once the run is over
 
 
 _state = _State()
@@ -65,6 +66,8 @@ def _say(text: str) -> None:
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
+    if _state.exit_code is not None:  # the run is over (files closed, stats written): end here
+        exit_now(_state.exit_code)
     _state.received.append(signum)
     count = len(_state.received)
     name = signal.Signals(signum).name
@@ -81,8 +84,13 @@ def _handle(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def handled() -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into `Interrupted` (main thread only; elsewhere nothing changes)."""
+def handled(*, program: bool = False) -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into `Interrupted` (main thread only; elsewhere nothing changes).
+
+    `program`: the process ends after the block (the CLI's entry point). The handler then stays:
+    a signal after the exit code is chosen (`chosen`), in the interpreter's own shutdown
+    included, ends the process at once with that code instead of a traceback.
+    """
     global _state
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -92,9 +100,15 @@ def handled() -> Iterator[None]:
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        _state = _State()  # the next run in this process starts with no signal received
+        if not program:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            _state = _State()  # the next run in this process starts with no signal received
+
+
+def chosen(code: int) -> None:
+    """The run is over and `code` is its exit code: a stop signal from now on just ends the process."""
+    _state.exit_code = code
 
 
 @contextlib.contextmanager
