@@ -18,10 +18,11 @@ import sys
 import typing
 from pathlib import Path
 
-from . import __version__, cpuload, cputune, signals
-from .config import RUN_SECTIONS, Config, add_flags, load_config, overrides_from_args
-from .errors import UserError
-from .hotkeys import describe as describe_hotkeys
+from . import __version__
+from .core import cpuload, cputune, signals
+from .core.config import RUN_SECTIONS, Config, add_flags, load_config, overrides_from_args
+from .core.errors import UserError
+from .stream.hotkeys import describe as describe_hotkeys
 
 log = logging.getLogger("lp_live")
 
@@ -49,7 +50,7 @@ def _count(minimum: int) -> typing.Callable[[str], int]:
 
 def _add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, metavar="YAML",
-                   help="run configuration (default: the packaged default.yaml; `python -m lp_live.config yaml` "
+                   help="run configuration (default: the packaged default.yaml; `python -m lp_live.core.config yaml` "
                    "prints it)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
 
@@ -129,13 +130,13 @@ def cmd_run(argv: list[str]) -> int:
     if offline and getattr(args, "stream.fps") is not None:
         raise UserError("--fps sets the live output rate; a render to --output keeps the driving video's frame "
                         "rate: drop --fps (or add --sink file to record a live run)")
-    from .outputs import check_outputs
+    from .media.outputs import check_outputs
 
     photos = source_photos(args.source)
     check_outputs(args.output, args.stats_json, [*photos, args.camera])  # before anything loads
     cfg = config_from_args(args)
-    from .pipeline import DEFAULT_SOURCE, build_animator, fit_source, read_image
-    from .progress import Progress
+    from .core.progress import Progress
+    from .session.animator import DEFAULT_SOURCE, build_animator, fit_source, read_image
 
     sources = [read_image(p) for p in photos or [DEFAULT_SOURCE]]
     _progress_logging(args.verbose)  # runs say what they pick and do as they go
@@ -169,9 +170,9 @@ def cmd_run(argv: list[str]) -> int:
 
 
 def _render(args: argparse.Namespace, cfg: Config, source_rgb, progress) -> int:
-    from .pipeline import build_animator
-    from .render import render_video
-    from .video import VideoReader
+    from .media.video import VideoReader
+    from .session.animator import build_animator
+    from .stream.render import render_video
 
     VideoReader(args.camera).close()  # a bad driving video fails before the weights load
     animator = build_animator(cfg, source_rgb, progress=progress)
@@ -197,7 +198,7 @@ def _render(args: argparse.Namespace, cfg: Config, source_rgb, progress) -> int:
 
 
 def cmd_bench(argv: list[str]) -> int:
-    from . import bench
+    from .tools import bench
 
     p = Parser(prog="lp-live bench", description=bench.__doc__.splitlines()[0])
     p.add_argument("--json", nargs="?", const="-", metavar="PATH", help="write results as JSON (no PATH: stdout)")
@@ -323,7 +324,7 @@ def cmd_serve_bench(argv: list[str]) -> int:
         setattr(args, "engine.weights", "synthetic")
     cfg = config_from_args(args)
     _serve_package()
-    from .server import bench as serve_bench
+    from .tools import serve_bench as serve_bench
 
     results = serve_bench.run(cfg, clients=args.clients, seconds=args.seconds, warmup=args.warmup,
                               driving=args.driving, side=args.side, fps=args.fps)
@@ -359,7 +360,7 @@ def _device_flag(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; the exit codes are listed in `lp_live.signals`."""
+    """Run a command; the exit codes are listed in `lp_live.core.signals`."""
     program = argv is None  # the process's entry point (not a call from Python code)
     argv = sys.argv[1:] if argv is None else argv
     command = COMMANDS.get(argv[0], cmd_run) if argv else cmd_run

@@ -124,8 +124,8 @@ def check_weights(weights: str | os.PathLike | None = None) -> Check:
 
 def check_package_data() -> Check:
     """The package's own files: the default config (loaded and checked) and the default portrait."""
-    from .config import DEFAULT_CONFIG, load_config
-    from .pipeline import DEFAULT_SOURCE, read_image
+    from .core.config import DEFAULT_CONFIG, load_config
+    from .session.animator import DEFAULT_SOURCE, read_image
 
     try:
         load_config()
@@ -175,7 +175,7 @@ def check_face_detector() -> Check:
 
 def check_cpu_threading() -> Check:
     """The measured CPU threading and per-network precision for this machine (informational)."""
-    from . import cputune
+    from .core import cputune
 
     cached = cputune.read_cache(cputune.machine_key())
     if cached is None:

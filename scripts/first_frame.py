@@ -27,8 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout: the package beside this script
 
-from lp_live.cputune import cpu_model  # noqa: E402 (torch-free)
-from lp_live.provenance import git_commit  # noqa: E402
+from lp_live.core.cputune import cpu_model  # noqa: E402 (torch-free)
+from lp_live.core.provenance import git_commit  # noqa: E402
 
 
 def run_once(kind: str, args: argparse.Namespace, cache: Path, tmp: Path) -> dict[str, object]:

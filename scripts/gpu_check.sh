@@ -62,7 +62,7 @@ if [ -z "$shared" ]; then
 fi
 
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-# CPU threading fixed here, so that no step spends its cap measuring it (lp_live/cputune.py)
+# CPU threading fixed here, so that no step spends its cap measuring it (lp_live/core/cputune.py)
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}" OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 if [ $dry = 1 ]; then
     # the GPU machine has no PyAV and no pyvirtualcam: make their import fail here too
@@ -150,7 +150,7 @@ step cuda-tests 100 "$py" -m pytest -p no:cacheprovider -q -rs -o addopts="" -m 
 step kernels 30 "$py" - $kernel_args "$out/kernels.json" <<'EOF'
 import json, sys
 import torch
-from lp_live.kernels.bench import format_kernel_benchmarks, run_kernel_benchmarks
+from lp_live.tools.kernel_bench import format_kernel_benchmarks, run_kernel_benchmarks
 device, repeats, warmup, side, path = sys.argv[1:]
 dtype = torch.float16 if device == "cuda" else torch.float32  # as the optimized engine runs W
 result = run_kernel_benchmarks(device, dtype, int(repeats), warmup=int(warmup), size=(16, int(side), int(side)))

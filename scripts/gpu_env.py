@@ -59,12 +59,12 @@ def collect() -> dict[str, Any]:
     import torch
 
     try:
-        from lp_live.provenance import COMMIT_FILE, git_commit
+        from lp_live.core.provenance import COMMIT_FILE, git_commit
 
         commit = git_commit()
         recorded = json.loads(COMMIT_FILE.read_text()) if COMMIT_FILE.is_file() else None
     except ImportError as e:  # a missing package, reported under "problems"
-        commit, recorded = f"unknown (lp_live.bench does not import: {e})", None
+        commit, recorded = f"unknown (lp_live.tools.bench does not import: {e})", None
     gpus = []
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):

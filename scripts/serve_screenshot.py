@@ -12,9 +12,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lp_live.config import Config
+from lp_live.core.config import Config
 from lp_live.server import background_server
-from lp_live.server.browser import Browser, run_page, write_y4m
+from lp_live.tools.browser import Browser, run_page, write_y4m
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVING = REPO.parent / "shared" / "assets" / "d0.mp4"

@@ -31,8 +31,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout: the package beside this script
 
-from lp_live.cputune import cpu_model, torch_version  # noqa: E402 (torch-free)
-from lp_live.provenance import git_commit  # noqa: E402
+from lp_live.core.cputune import cpu_model, torch_version  # noqa: E402 (torch-free)
+from lp_live.core.provenance import git_commit  # noqa: E402
 
 ASSETS = REPO.parent / "shared" / "assets"
 FIRST_FRAME = re.compile(r"running: first animated frame after ([0-9.]+) s")

@@ -11,7 +11,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from lp_live.config import StreamConfig
+from lp_live.core.config import StreamConfig
 from lp_live.engine import AnimateOptions
 from lp_live.stream import NullSink, open_source
 from lp_live.stream.capture import FrameSource

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from lp_live import cli
-from lp_live.bench import format_table, parse_batches
-from lp_live.cpuload import max_load
+from lp_live.core.cpuload import max_load
+from lp_live.tools.bench import format_table, parse_batches
 
 
 def test_parse_batches():

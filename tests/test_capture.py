@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from livefakes import FakeAnimator, stream_config
 
-from lp_live.errors import UserError
+from lp_live.core.errors import UserError
 from lp_live.stream import CaptureError, open_source, run_live
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lp_live import __version__
-from lp_live.config import Config, ConfigError, default_yaml, load_config, options_table
+from lp_live.core.config import Config, ConfigError, default_yaml, load_config, options_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,7 +90,7 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 
 
 def test_import_config_pulls_in_neither_torch_nor_engines():
-    code = "import sys, lp_live.config; print(sorted(m for m in sys.modules if m == 'torch' or "\
+    code = "import sys, lp_live.core.config; print(sorted(m for m in sys.modules if m == 'torch' or "\
            "m.startswith('lp_live.engine') or m.startswith('lp_live.models')))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
@@ -98,7 +98,7 @@ def test_import_config_pulls_in_neither_torch_nor_engines():
 
 def test_packaged_default_yaml_is_generated_from_the_declarations():
     shipped = (REPO / "lp_live" / "data" / "default.yaml").read_text()
-    assert shipped == default_yaml(), "run: python -m lp_live.config yaml > lp_live/data/default.yaml"
+    assert shipped == default_yaml(), "run: python -m lp_live.core.config yaml > lp_live/data/default.yaml"
     assert load_config() == Config()
 
 
@@ -107,7 +107,7 @@ def test_readme_option_table_is_generated_from_the_declarations():
     start, end = "<!-- options:start -->\n", "<!-- options:end -->"
     assert start in readme and end in readme
     table = readme.split(start, 1)[1].split(end, 1)[0]
-    assert table == options_table(), "run: python -m lp_live.config table (and paste it into README.md)"
+    assert table == options_table(), "run: python -m lp_live.core.config table (and paste it into README.md)"
 
 
 def test_version_and_one_line_usage_error():
@@ -166,7 +166,7 @@ def test_requests_that_cannot_be_honoured_warn_and_show_on_the_hud():
     import torch
 
     from lp_live.face.detector import HaarFaceDetector
-    from lp_live.pipeline import unmet_requests
+    from lp_live.session.animator import unmet_requests
     from lp_live.stream.hud import HudInfo, hud_lines
 
     cfg = Config()
@@ -182,8 +182,8 @@ def test_requests_that_cannot_be_honoured_warn_and_show_on_the_hud():
 
 
 def test_hotkeys_are_declared_once():
-    from lp_live.hotkeys import HOTKEYS, legend
     from lp_live.stream.controls import KEYS
+    from lp_live.stream.hotkeys import HOTKEYS, legend
     from lp_live.stream.hud import HELP_LINE
 
     assert legend() == HELP_LINE and set(KEYS) == {h.key for h in HOTKEYS}

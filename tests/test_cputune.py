@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from lp_live import cpuload, cputune
-from lp_live.cputune import Threading
+from lp_live.core import cpuload, cputune
+from lp_live.core.cputune import Threading
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE = {"2 threads, default wait": {"quiet": 10.0, "loaded": 90.0},
@@ -108,7 +108,7 @@ def test_nothing_is_applied_once_torch_is_loaded(env, monkeypatch):
 
 def test_the_probe_subprocess_reports_its_timings():
     env = cputune._probe_env("PASSIVE", 1)
-    out = subprocess.run([sys.executable, "-m", "lp_live.cputune", "--probe", "1"], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "lp_live.core.cputune", "--probe", "1"], env=env, capture_output=True,
                          text=True, timeout=120, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["openmp"] == "libgomp"  # PyTorch's CPU wheels; another runtime would need other variables

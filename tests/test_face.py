@@ -58,7 +58,7 @@ def s6_face(detector, s6) -> Face:
 @pytest.fixture(scope="module")
 def d0_frames(assets) -> list[np.ndarray]:
     pytest.importorskip("av")
-    from lp_live.video import VideoReader
+    from lp_live.media.video import VideoReader
 
     with VideoReader(assets / "d0.mp4") as reader:
         return [reader.read()[0] for _ in range(20)]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lp_live import bench, provenance
+from lp_live.core import provenance
+from lp_live.tools import bench
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ["env", "bench-b1", "bench-batch", "cuda-tests", "kernels", "profile"]

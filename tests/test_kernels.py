@@ -35,8 +35,8 @@ from lp_live.kernels import (
     triton_available,
 )
 from lp_live.kernels import backend as backend_module
-from lp_live.kernels.bench import format_kernel_benchmarks, run_kernel_benchmarks
 from lp_live.models.warping import deformed_features, heatmaps, sparse_motion
+from lp_live.tools.kernel_bench import format_kernel_benchmarks, run_kernel_benchmarks
 
 needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
 requires_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and triton_available()),
@@ -194,7 +194,7 @@ def test_bench_runs_on_cpu(monkeypatch):
     functions), so each kernel-side op is offset by a known amount: each row must report its own
     offset, i.e. it compares the kernel call with a separately computed torch result. The samplers
     row compares two different samplers (fused and PyTorch), unchanged."""
-    import lp_live.kernels.bench as bench_module
+    import lp_live.tools.kernel_bench as bench_module
 
     offsets = {"grid_sample_3d": 1 / 64, "hourglass_input": 2 / 64, "softmax_deformation": 3 / 64}
     calls = dict.fromkeys(offsets, 0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lp_live import kinematics as kin
+from lp_live.motion import kinematics as kin
 
 RAW = ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from livefakes import FakeAnimator, RecordingSink, StillSource, stream_config
 
-from lp_live.config import Config
+from lp_live.core.config import Config
 from lp_live.stream import AnimatorFactory, Controls, LiveSession, open_live, run_live
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 def real_run(assets, synthetic_models, tmp_path_factory):
     """One live run of the real Animator on d0.mp4 (paced, looped), null sink from the config,
     4 frames: optimized, `b` -> baseline, `b` -> optimized, `r` -> optimized re-anchored."""
-    from lp_live.pipeline import build_animator, read_image
+    from lp_live.session.animator import build_animator, read_image
 
     config = Config()
     config.engine.weights = "synthetic"
@@ -311,7 +311,7 @@ def test_ctrl_c_stops_cleanly_and_flushes_the_file(video, tmp_path):
     assert "STOP interrupted" in stdout
     assert json.loads(stats.read_text())["stop_reason"] == "interrupted"
     pytest.importorskip("av")
-    from lp_live.video import VideoReader
+    from lp_live.media.video import VideoReader
 
     with VideoReader(out) as reader:
         assert sum(1 for _ in reader.frames()) >= 5

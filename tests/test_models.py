@@ -111,7 +111,7 @@ def test_parity_on_fresh_inputs_against_float64(kit_models, assets):
 
     import cv2
 
-    from lp_live.video import VideoReader
+    from lp_live.media.video import VideoReader
 
     photo = cv2.cvtColor(cv2.imread(str(assets / "s6.jpg")), cv2.COLOR_BGR2RGB)
     with VideoReader(assets / "d0.mp4") as reader:

@@ -22,10 +22,10 @@ import pytest
 from cli_run import LIVE_FAST, CliRun, decoded_frames
 from livefakes import FakeAnimator, stream_config
 
+from lp_live.media.video import VideoReader
 from lp_live.stream import CaptureError, FrameSource, run_live
 from lp_live.stream.capture import open_source
 from lp_live.stream.reconnect import CameraLost, ReconnectingSource
-from lp_live.video import VideoReader
 
 HERE = Path(__file__).resolve().parent
 
@@ -235,7 +235,7 @@ def test_a_truncated_driving_file_is_reported_once_and_counted(video, tmp_path, 
 
 
 def test_an_offline_render_of_a_truncated_file_counts_the_missing_frames(video, tmp_path):
-    from lp_live.render import render_video
+    from lp_live.stream.render import render_video
 
     _, cut = _truncated(video, tmp_path)
     summary = render_video(FakeAnimator({"baseline": 0.0, "optimized": 0.0}), cut, tmp_path / "out.mp4",

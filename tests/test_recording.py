@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from cli_run import FAST, LIVE_FAST, REPO, CliRun, decoded_frames, without_progress
 
-from lp_live.video import VideoReader, VideoWriter
+from lp_live.media.video import VideoReader, VideoWriter
 
 # A child that records noise frames (incompressible: the file grows fast) and says each one.
 RECORDER = textwrap.dedent("""
     import resource, signal, sys
     import numpy as np
-    from lp_live.video import VideoError, VideoWriter
+    from lp_live.media.video import VideoError, VideoWriter
 
     path, limit, low_delay = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
     if limit:

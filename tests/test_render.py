@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lp_live.cli import main
-from lp_live.video import VideoReader, VideoWriter
+from lp_live.media.video import VideoReader, VideoWriter
 
 FAST = ["--weights", "synthetic", "--mode", "baseline", "--input-size", "128"]
 

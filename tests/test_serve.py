@@ -18,10 +18,10 @@ pytest.importorskip("aiortc", reason="the serve extra is not installed (pip inst
 import aiohttp
 from aiortc import RTCPeerConnection
 
-from lp_live.config import Config
+from lp_live.core.config import Config
 from lp_live.server import SERVER, background_server
-from lp_live.server.client import LoopTrack, read_video, stats, stream, upload
 from lp_live.server.sources import SourceError, decode_photo, image_size
+from lp_live.tools.client import LoopTrack, read_video, stats, stream, upload
 
 TOKEN = "test-token-1234"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -198,7 +198,7 @@ def test_https_needs_a_matching_certificate_and_key(tmp_path):
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    from lp_live.errors import UserError
+    from lp_live.core.errors import UserError
     from lp_live.server.app import access_token, ssl_context
 
     key = ec.generate_private_key(ec.SECP256R1())
@@ -228,9 +228,9 @@ def test_a_session_keeps_the_newest_frame_counts_drops_and_frees_its_state_on_cl
     import av
 
     from lp_live.face import HaarFaceDetector
-    from lp_live.pipeline import DEFAULT_SOURCE, read_image
     from lp_live.server.sessions import Session, Settings
     from lp_live.server.sources import make_source
+    from lp_live.session.animator import DEFAULT_SOURCE, read_image
 
     source = make_source("default", read_image(DEFAULT_SOURCE), HaarFaceDetector(), input_size=128, photo_side=256,
                          device="cpu")
@@ -271,7 +271,7 @@ def test_image_size_reads_headers(assets):
 
 def test_the_page_in_headless_chromium_shows_animated_frames(server, assets, tmp_path):
     """The real page with a fake camera from d0.mp4: it starts, and its own figures count animated frames."""
-    from lp_live.server.browser import Browser, find_chromium, run_page, write_y4m
+    from lp_live.tools.browser import Browser, find_chromium, run_page, write_y4m
 
     if find_chromium() is None:
         pytest.skip("chromium is not installed (apt-get install chromium; CI installs it)")

@@ -14,7 +14,7 @@ import time
 import pytest
 from cli_run import FAST, LIVE_FAST, CliRun, decoded_frames
 
-from lp_live import signals
+from lp_live.core import signals
 
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # the log line that starts each phase of a live run (INFO lines of lp_live.stream and the engine)

@@ -14,17 +14,8 @@ import numpy as np
 import pytest
 from livefakes import FakeAnimator, FakeCamera, RecordingSink, stream_config
 
-from lp_live.errors import UserError
-from lp_live.stream import (
-    MODPROBE,
-    FileSink,
-    NullSink,
-    SinkError,
-    VirtualCameraSink,
-    platform,
-    resolve_sinks,
-    run_live,
-)
+from lp_live.core.errors import UserError
+from lp_live.stream import MODPROBE, FileSink, NullSink, SinkError, VirtualCameraSink, platform, resolve_sinks, run_live
 from lp_live.stream import sinks as sinks_module
 
 
@@ -33,7 +24,7 @@ def test_file_sink_writes_h264_with_capture_timing(video, tmp_path):
     stats = run_live(FakeAnimator(), video, stream_config(), output=out, max_frames=12, keyboard=False)
     assert "file" in stats.frames["shown"] and stats.frames["shown"]["file"] == 12
     pytest.importorskip("av")
-    from lp_live.video import VideoReader
+    from lp_live.media.video import VideoReader
 
     with VideoReader(out) as reader:
         assert reader.stream.codec_context.name == "h264"
@@ -48,7 +39,7 @@ def test_file_sink_is_flushed_when_the_engine_fails(video, tmp_path):
     with pytest.raises(RuntimeError):
         run_live(FakeAnimator(fail_at=6), video, stream_config(), output=out, keyboard=False)
     pytest.importorskip("av")
-    from lp_live.video import VideoReader
+    from lp_live.media.video import VideoReader
 
     with VideoReader(out) as reader:
         assert sum(1 for _ in reader.frames()) == 6
@@ -205,7 +196,7 @@ def test_close_is_idempotent_and_a_closed_sink_refuses_frames():
 
 def test_file_sink_closed_twice_flushes_once(tmp_path):
     pytest.importorskip("av")
-    from lp_live.video import VideoReader
+    from lp_live.media.video import VideoReader
 
     sink = FileSink(tmp_path / "o.mp4", fps=25)
     for i in range(3):

@@ -1,4 +1,4 @@
-"""The one PyAV reader (`lp_live.video.VideoReader`): frames and times, looping, low delay,
+"""The one PyAV reader (`lp_live.media.video.VideoReader`): frames and times, looping, low delay,
 timeouts, errors in one line. The writer is tested by the render and sink tests."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from lp_live.video import VideoError, VideoReader, VideoWriter  # noqa: E402
+from lp_live.media.video import VideoError, VideoReader, VideoWriter  # noqa: E402
 
 
 def test_reads_every_frame_in_order_with_times(video):

@@ -11,7 +11,7 @@ import numpy as np
 import pyvirtualcam
 from livefakes import FakeAnimator, FakeCamera, RecordingSink, StillSource, stream_config
 
-from lp_live.config import StreamConfig
+from lp_live.core.config import StreamConfig
 from lp_live.stream import AnimatorFactory, Controls, FileSink, VirtualCameraSink, open_live, run_live
 from lp_live.stream import metrics as metrics_module
 from lp_live.stream.metrics import LiveMetrics

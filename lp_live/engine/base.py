@@ -22,10 +22,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .. import kinematics as kin
-from ..config import INPUT_SIZES, AnimateOptions
-from ..kinematics import Motion
+from ..core.config import INPUT_SIZES, AnimateOptions
 from ..models import LivePortraitModels
+from ..motion import kinematics as kin
+from ..motion.kinematics import Motion
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import time
 import torch
 from torch import nn
 
-from .. import cputune
+from ..core import cputune
 from .plan import default_plan
 from .rewrites import SplitConv3d
 

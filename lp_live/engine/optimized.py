@@ -39,8 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import AnimateOptions
-from ..kinematics import Motion
+from ..core.config import AnimateOptions
+from ..motion.kinematics import Motion
 from .base import Anchor, EngineBase, PendingImage, Ratios, SourceState, SourceVolumes, per_slot
 from .compiled import FrozenCompiled, StageGraphs, inductor_cache_dir, packed, unpack
 from .fast import FastGenerator, FastMotion, FastWarping, to_uint8

@@ -29,7 +29,7 @@ def cpu_supports_bf16() -> bool:
     probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if all(p is not None for p in probes):
         return any(p() for p in probes)
-    from ..cputune import cpu_features
+    from ..core.cputune import cpu_features
 
     return bool({"avx512_bf16", "amx_bf16"} & set(cpu_features()))
 

@@ -34,13 +34,13 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from ..config import Config
-from ..errors import UserError
+from ..core.config import Config
+from ..core.errors import UserError
 from ..face import create_detector
 from ..models import SYNTHETIC, LivePortraitModels
-from ..pipeline import DEFAULT_SOURCE, engine_factory, load_models, read_image, resolve_device, unmet_requests
-from ..smoothing import MotionSmoother
-from .engines import EnginePool, warm_up
+from ..motion.smoothing import MotionSmoother
+from ..session.animator import DEFAULT_SOURCE, engine_factory, load_models, read_image, resolve_device, unmet_requests
+from ..session.engines import EnginePool, warm_up
 from .scheduler import Scheduler
 from .sessions import AnimatedTrack, Session, Settings
 from .sources import DEFAULT_ID, NoFaceError, SourceError, SourceStore, decode_photo, make_source

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from ..face import DRIVING_CROP, crop_face
+from ..session.engines import EnginePool, Slot, animate
 from ..stream.metrics import _percentiles
-from .engines import EnginePool, Slot, animate
 from .sessions import Driving, Session
 
 log = logging.getLogger(__name__)

@@ -22,11 +22,11 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from ..config import AnimateOptions
+from ..core.config import AnimateOptions
 from ..face import FaceDetector
-from ..smoothing import MotionSmoother
+from ..motion.smoothing import MotionSmoother
+from ..session.engines import SessionEngineState
 from ..stream.metrics import _percentiles, _rate
-from .engines import SessionEngineState
 from .sources import Source
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..face import SOURCE_CROP, Crop, FaceDetector, PasteBack, crop_face
-from ..pipeline import MIN_SOURCE_SIDE, fit_source
+from ..session.animator import MIN_SOURCE_SIDE, fit_source
 
 DEFAULT_ID = "default"  # the packaged portrait, always there
 

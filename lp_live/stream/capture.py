@@ -1,5 +1,5 @@
 """Driving frames: a camera through OpenCV, a video file or a network stream through PyAV
-(`lp_live.video.VideoReader`); `platform.list_cameras` lists the cameras.
+(`lp_live.media.video.VideoReader`); `platform.list_cameras` lists the cameras.
 
 `open_source` opens (and reads the first frame from) a source in the caller's thread, so that
 a camera that does not exist or a URL that does not answer fails at start with a one-line
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .platform import camera_backend, quiet_opencv
 from .queues import LatestQueue, QueueClosed
 
@@ -116,7 +116,7 @@ class CameraSource(FrameSource):
 
 
 class StreamSource(FrameSource):
-    """A video file or a network stream (rtsp://, http://, udp://, ...): `lp_live.video.VideoReader`
+    """A video file or a network stream (rtsp://, http://, udp://, ...): `lp_live.media.video.VideoReader`
     with low delay for URLs, its errors as CaptureError.
 
     Args:
@@ -125,7 +125,7 @@ class StreamSource(FrameSource):
     """
 
     def __init__(self, spec: str, *, timeout: float = 10.0, loop: bool = False) -> None:
-        from ..video import VideoError, VideoReader  # PyAV, imported only when a file or URL is read
+        from ..media.video import VideoError, VideoReader  # PyAV, imported only when a file or URL is read
 
         self._error = VideoError
         self.description = spec

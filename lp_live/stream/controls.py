@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..hotkeys import KEYS, PHOTO_KEYS
+from .hotkeys import KEYS, PHOTO_KEYS
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..hotkeys import legend
+from .hotkeys import legend
 
 log = logging.getLogger(__name__)
 

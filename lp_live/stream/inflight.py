@@ -31,7 +31,7 @@ class InFlight(Generic[T]):
 
     Args:
         animator: has `submit(image, timestamp, worker=...)` and `finish(pending)` (see
-            `lp_live.pipeline.Animator`); one with only `process` runs one frame at a time.
+            `lp_live.session.animator.Animator`); one with only `process` runs one frame at a time.
         depth: frames in flight at most: 1 or 2.
     """
 

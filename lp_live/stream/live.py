@@ -33,10 +33,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .. import signals
-from ..config import ConfigError, StreamConfig
-from ..errors import one_line
-from ..progress import Progress, first_frame_step
+from ..core import signals
+from ..core.config import ConfigError, StreamConfig
+from ..core.errors import one_line
+from ..core.progress import Progress, first_frame_step
 from .capture import CapturedFrame, CaptureThread, FrameSource, open_source
 from .controls import Controls, TerminalKeys
 from .hud import GpuMonitor, HudInfo, draw_hud, draw_pip, hud_lines
@@ -59,7 +59,7 @@ PRIMARY_ORDER = ("window", "virtualcam", "file", "null")
 
 
 class LiveAnimator(Protocol):
-    """What the live path drives (`lp_live.pipeline.Animator` is one); the stream package does
+    """What the live path drives (`lp_live.session.animator.Animator` is one); the stream package does
     not import the engine or the pipeline."""
 
     modes: tuple[str, ...]
@@ -624,7 +624,7 @@ class LiveSession:
                     self._window_loop()
                 while not self.stop.is_set() and any(t.is_alive() for t in threads):
                     self.stop.wait(GET_TIMEOUT_S)
-        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM where the CLI handles it (`lp_live.signals`)
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM where the CLI handles it (`lp_live.core.signals`)
             self.interrupt(e)
         finally:
             self.stop.set()

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import one_line
+from ..core.errors import one_line
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import one_line
+from ..core.errors import one_line
 from .capture import CaptureError, FrameSource
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import UserError, one_line
+from ..core.errors import UserError, one_line
 from .controls import key_from_code
 from .platform import display_status, screen_size, virtual_camera_hint, virtual_camera_status
 
@@ -145,7 +145,7 @@ class FileSink(_SizedSink):
         self.hud = hud
         if not self.path.parent.is_dir():
             raise SinkError(f"--output {self.path}: folder {self.path.parent} does not exist")
-        self._writer = None  # a lp_live.video.VideoWriter once the first frame gives the size
+        self._writer = None  # a lp_live.media.video.VideoWriter once the first frame gives the size
         self._t0: float | None = None
         self.frames = 0
 
@@ -153,7 +153,7 @@ class FileSink(_SizedSink):
         return f"file {self.path}"
 
     def _write(self, image: np.ndarray, t_capture: float) -> None:
-        from ..video import VideoError, VideoWriter  # PyAV, imported only when a file is written
+        from ..media.video import VideoError, VideoWriter  # PyAV, imported only when a file is written
 
         image = self.fit(image)
         try:

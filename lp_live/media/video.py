@@ -22,7 +22,7 @@ import av
 import numpy as np
 from av.video.frame import PictureType
 
-from .errors import UserError, one_line
+from ..core.errors import UserError, one_line
 
 log = logging.getLogger(__name__)
 

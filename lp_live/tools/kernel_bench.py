@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
+from ..kernels import reference
+from ..kernels.backend import Backend, resolve_backend
+from ..kernels.ops import COMPRESSED_CHANNELS, grid_sample_3d, hourglass_input, softmax_deformation
+from ..kernels.samplers import FusedSampler, GridSampleSampler, Sampler
 from ..models.warping import sparse_motion
-from . import reference
-from .backend import Backend, resolve_backend
-from .ops import COMPRESSED_CHANNELS, grid_sample_3d, hourglass_input, softmax_deformation
-from .samplers import FusedSampler, GridSampleSampler, Sampler
 
 NUM_KP = 21
 FEATURE_CHANNELS = 32  # reshape_channel of the official W

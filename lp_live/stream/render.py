@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from . import signals
-from .pipeline import Animator
-from .progress import Progress, first_frame_step
-from .video import VideoReader, VideoWriter
+from ..core import signals
+from ..core.progress import Progress, first_frame_step
+from ..media.video import VideoReader, VideoWriter
+from ..session.animator import Animator
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def render_video(
                 writer.write(fit_size(image, size))
                 bar.update()
                 log.debug("frame %d%s rendered", index + 1, f"/{total}" if total else "")
-        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM where the CLI handles it (`lp_live.signals`)
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM where the CLI handles it (`lp_live.core.signals`)
             interrupted = True
             log.warning("interrupted%s: keeping the %d frames rendered so far", f" ({e})" if str(e) else "",
                         writer.frames_written)

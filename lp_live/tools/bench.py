@@ -42,16 +42,16 @@ import cv2
 import numpy as np
 import torch
 
-from . import cputune
-from .config import Config
-from .cpuload import CompetingLoad
-from .engine import Anchor, AnimateOptions, Engine, create_engine
-from .engine.base import StageTimer
-from .models import load_liveportrait
-from .models.download import resolve_weights
-from .pipeline import resolve_device
-from .provenance import git_commit
-from .stream.rss import rss_mb as process_rss_mb
+from ..core import cputune
+from ..core.config import Config
+from ..core.cpuload import CompetingLoad
+from ..core.provenance import git_commit
+from ..engine import Anchor, AnimateOptions, Engine, create_engine
+from ..engine.base import StageTimer
+from ..models import load_liveportrait
+from ..models.download import resolve_weights
+from ..session.animator import resolve_device
+from ..stream.rss import rss_mb as process_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ def synthetic_frames(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
 def load_inputs(source: Path | None, driving: Path | None, count: int, size: int) -> tuple[np.ndarray, list, str]:
     """(source crop, driving crops, description): the given files, else the packaged portrait and
     the reference kit's d0.mp4 beside a checkout (synthetic frames without it)."""
-    from .face import SOURCE_CROP, create_detector, crop_face
-    from .pipeline import DEFAULT_SOURCE, fit_source, read_image
+    from ..face import SOURCE_CROP, create_detector, crop_face
+    from ..session.animator import DEFAULT_SOURCE, fit_source, read_image
 
     source = source or DEFAULT_SOURCE
     driving = driving or (SHARED_ASSETS / "d0.mp4" if (SHARED_ASSETS / "d0.mp4").is_file() else None)
@@ -98,7 +98,7 @@ def load_inputs(source: Path | None, driving: Path | None, count: int, size: int
         described.append("synthetic source")
     if driving is not None:
         try:
-            from .video import VideoReader  # PyAV, imported only when a video is read
+            from ..media.video import VideoReader  # PyAV, imported only when a video is read
         except ImportError:
             log.warning("PyAV is not installed: synthetic driving frames instead of %s", driving)
             driving = None
@@ -365,7 +365,7 @@ def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int
     if "speedup" in results["batches"][str(batches[0])]:
         results["speedup"] = results["batches"][str(batches[0])]["speedup"]
     if kernels:
-        from .kernels.bench import run_kernel_benchmarks
+        from .kernel_bench import run_kernel_benchmarks
 
         # fp16 on CUDA, as the optimized engine runs W there; fp32 elsewhere (the reference path)
         dtype = torch.float16 if on_cuda else torch.float32
@@ -456,7 +456,7 @@ def format_table(results: dict[str, Any]) -> str:
     if len(results.get("batches", {})) > 1:
         lines += ["", format_batches(results)]
     if "kernels" in results:
-        from .kernels.bench import format_kernel_benchmarks
+        from .kernel_bench import format_kernel_benchmarks
 
         lines += ["", format_kernel_benchmarks(results["kernels"])]
     return "\n".join(lines)

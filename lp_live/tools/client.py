@@ -20,7 +20,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from ..video import VideoReader
+from ..media.video import VideoReader
 
 VIDEO_CLOCK = 90_000
 

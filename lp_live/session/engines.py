@@ -15,10 +15,10 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from ..config import AnimateOptions
+from ..core.config import AnimateOptions
 from ..engine import Anchor, Engine, SourceState
-from ..kinematics import Motion
-from ..smoothing import MotionSmoother
+from ..motion.kinematics import Motion
+from ..motion.smoothing import MotionSmoother
 
 log = logging.getLogger(__name__)
 

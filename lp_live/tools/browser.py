@@ -22,7 +22,7 @@ import aiohttp
 import cv2
 import numpy as np
 
-from ..video import VideoReader
+from ..media.video import VideoReader
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 

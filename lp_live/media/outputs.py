@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import UserError
+from ..core.errors import UserError
 
 
 def check_outputs(output: Path | None, stats_json: Path | None, inputs: Iterable[str | os.PathLike | None]) -> None:

@@ -275,7 +275,7 @@ def measure(cores: int) -> tuple[dict[str, dict[str, float]], str]:
         counts = sorted({c.threads for c in options if c.wait_policy == policy}, reverse=True)
         if not counts:
             continue
-        cmd = [sys.executable, "-m", "lp_live.cputune", "--probe", *map(str, counts)]
+        cmd = [sys.executable, "-m", "lp_live.core.cputune", "--probe", *map(str, counts)]
         out = subprocess.run(cmd, env=_probe_env(policy, counts[0]), capture_output=True, text=True,
                              timeout=PROBE_TIMEOUT_S)
         if out.returncode != 0:

@@ -26,12 +26,12 @@ from typing import Any
 import cv2
 import torch
 
-from ..bench import SHARED_ASSETS, device_name
-from ..config import Config
-from ..errors import UserError
-from ..provenance import git_commit
+from ..core.config import Config
+from ..core.errors import UserError
+from ..core.provenance import git_commit
+from ..server.app import SERVER, background_server
 from ..stream.metrics import _percentiles
-from .app import SERVER, background_server
+from .bench import SHARED_ASSETS, device_name
 from .client import read_video, stream
 
 log = logging.getLogger(__name__)

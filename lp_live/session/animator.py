@@ -24,16 +24,16 @@ import cv2
 import numpy as np
 import torch
 
-from .config import Config
-from .engine import Anchor, AnimateOptions, Engine, PendingImage, Ratios, SourceState, create_engine
-from .errors import UserError
-from .face import DRIVING_CROP, SOURCE_CROP, Crop, Face, FaceDetector, PasteBack, create_detector, crop_face
-from .face.detector import HaarFaceDetector
-from .kinematics import Motion, eye_ratios, lip_ratio
-from .models import SYNTHETIC, LivePortraitModels, load_liveportrait
-from .models.download import resolve_weights
-from .progress import Progress
-from .smoothing import MotionSmoother
+from ..core.config import Config
+from ..core.errors import UserError
+from ..core.progress import Progress
+from ..engine import Anchor, AnimateOptions, Engine, PendingImage, Ratios, SourceState, create_engine
+from ..face import DRIVING_CROP, SOURCE_CROP, Crop, Face, FaceDetector, PasteBack, create_detector, crop_face
+from ..face.detector import HaarFaceDetector
+from ..models import SYNTHETIC, LivePortraitModels, load_liveportrait
+from ..models.download import resolve_weights
+from ..motion.kinematics import Motion, eye_ratios, lip_ratio
+from ..motion.smoothing import MotionSmoother
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -424,6 +424,6 @@ def unmet_requests(config: Config, device: torch.device, detector: FaceDetector)
 
 def kernels_runnable(device: torch.device) -> bool:
     """Whether the fused Triton warping kernels can run on `device` (CUDA with triton importable)."""
-    from .kernels import triton_available
+    from ..kernels import triton_available
 
     return device.type == "cuda" and triton_available()

@@ -3,7 +3,7 @@
 A field carries its default, its allowed values (a `Literal` type, or `low`/`high` bounds, or a
 `check`), its help text and its command-line flag. The packaged `default.yaml`, the CLI flags and
 their help, and the README's option table are all derived from these declarations
-(`python -m lp_live.config yaml|table` writes them). Loading checks every value and reports every
+(`python -m lp_live.core.config yaml|table` writes them). Loading checks every value and reports every
 problem in one `ConfigError` line. This module imports neither torch nor the engines.
 """
 
@@ -422,7 +422,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def default_yaml() -> str:
     """The text of the packaged default.yaml, from the declarations."""
     lines = ["# lp-live run configuration: every key, its default and what it does. Generated from",
-             "# lp_live/config.py by `python -m lp_live.config yaml`; edit the declarations there.",
+             "# lp_live/config.py by `python -m lp_live.core.config yaml`; edit the declarations there.",
              "# Unknown keys and bad values are errors. Command-line flags override these values.", ""]
     for section in SECTIONS:
         lines.append(f"{section}:")
@@ -450,7 +450,7 @@ def options_table() -> str:
 def main(argv: list[str] | None = None) -> int:
     what = (sys.argv[1:] if argv is None else argv) or ["yaml"]
     if what[0] not in ("yaml", "table"):
-        print("usage: python -m lp_live.config yaml|table", file=sys.stderr)
+        print("usage: python -m lp_live.core.config yaml|table", file=sys.stderr)
         return 2
     sys.stdout.write(default_yaml() if what[0] == "yaml" else options_table())
     return 0
