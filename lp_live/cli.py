@@ -136,7 +136,7 @@ def cmd_run(argv: list[str]) -> int:
     check_outputs(args.output, args.stats_json, [*photos, args.camera])  # before anything loads
     cfg = config_from_args(args)
     from .core.progress import Progress
-    from .session.animator import DEFAULT_SOURCE, build_animator, fit_source, read_image
+    from .session import DEFAULT_SOURCE, build_animator, fit_source, read_image
 
     sources = [read_image(p) for p in photos or [DEFAULT_SOURCE]]
     _progress_logging(args.verbose)  # runs say what they pick and do as they go
@@ -171,7 +171,7 @@ def cmd_run(argv: list[str]) -> int:
 
 def _render(args: argparse.Namespace, cfg: Config, source_rgb, progress) -> int:
     from .media.video import VideoReader
-    from .session.animator import build_animator
+    from .session import build_animator
     from .stream.render import render_video
 
     VideoReader(args.camera).close()  # a bad driving video fails before the weights load

@@ -125,7 +125,7 @@ def check_weights(weights: str | os.PathLike | None = None) -> Check:
 def check_package_data() -> Check:
     """The package's own files: the default config (loaded and checked) and the default portrait."""
     from .core.config import DEFAULT_CONFIG, load_config
-    from .session.animator import DEFAULT_SOURCE, read_image
+    from .session import DEFAULT_SOURCE, read_image
 
     try:
         load_config()

@@ -37,7 +37,7 @@ step "lp-live doctor"
 step "render 3 frames with synthetic weights (the packaged portrait, driven by itself shifted)"
 "$work/venv/bin/python" - <<'PY'
 import numpy as np
-from lp_live.session.animator import DEFAULT_SOURCE, read_image
+from lp_live.session import DEFAULT_SOURCE, read_image
 from lp_live.media.video import VideoWriter
 face = read_image(DEFAULT_SOURCE)
 with VideoWriter("driving.mp4", fps=25) as w:

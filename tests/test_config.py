@@ -166,7 +166,7 @@ def test_requests_that_cannot_be_honoured_warn_and_show_on_the_hud():
     import torch
 
     from lp_live.face.detector import HaarFaceDetector
-    from lp_live.session.animator import unmet_requests
+    from lp_live.session import unmet_requests
     from lp_live.stream.hud import HudInfo, hud_lines
 
     cfg = Config()

@@ -21,7 +21,7 @@ from livefakes import FakeAnimator, RecordingSink, stream_config
 from lp_live.core.config import Config, ConfigError
 from lp_live.engine import EngineBase, SourceState
 from lp_live.face import Face
-from lp_live.session.animator import Animator
+from lp_live.session import Animator
 from lp_live.stream import CaptureError, Controls, run_live
 from lp_live.stream.capture import FrameSource
 from lp_live.stream.inflight import InFlight
@@ -90,7 +90,7 @@ class CheckedAnimator(Animator):
         super().__init__(*args, **kwargs)
 
     def _busy(self) -> bool:
-        return any(e.running for e in self._engines.values())
+        return any(e.running for e in self.pool.built().values())
 
     def set_mode(self, mode: str) -> None:
         self.busy_at_change.append(self._busy())
@@ -247,7 +247,7 @@ def _gated_runs(config: Config, source_rgb: np.ndarray, models, video: str) -> d
     """For depth 1 and 2: the frames of a live run over the first 3 frames of `video`, and the
     threads the engine's `submit` ran in. One Animator (the same engine, the same CUDA graphs)
     serves both runs, reset in between."""
-    from lp_live.session.animator import build_animator
+    from lp_live.session import build_animator
 
     animator = build_animator(config, source_rgb, models=models)
     engine = animator.engine(config.engine.mode)
@@ -289,7 +289,7 @@ def _real_config(device: str, mode: str) -> Config:
 
 
 def test_real_networks_give_the_same_frames_with_two_in_flight(assets, synthetic_models):
-    from lp_live.session.animator import read_image
+    from lp_live.session import read_image
 
     runs = _gated_runs(_real_config("cpu", "baseline"), read_image(assets / "s6.jpg"), synthetic_models,
                        str(assets / "d0.mp4"))
@@ -307,7 +307,7 @@ def test_real_networks_give_the_same_frames_with_two_in_flight(assets, synthetic
 def test_cuda_optimized_engine_queues_frames_and_gives_the_same_frames_with_two_in_flight(assets):
     """The asynchronous path: the engine's stream, CUDA graphs, a pinned buffer per frame in flight."""
     from lp_live.models import synthetic_liveportrait
-    from lp_live.session.animator import read_image
+    from lp_live.session import read_image
 
     runs = _gated_runs(_real_config("cuda", "optimized"), read_image(assets / "s6.jpg"),
                        synthetic_liveportrait("cuda"), str(assets / "d0.mp4"))

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 def real_run(assets, synthetic_models, tmp_path_factory):
     """One live run of the real Animator on d0.mp4 (paced, looped), null sink from the config,
     4 frames: optimized, `b` -> baseline, `b` -> optimized, `r` -> optimized re-anchored."""
-    from lp_live.session.animator import build_animator, read_image
+    from lp_live.session import build_animator, read_image
 
     config = Config()
     config.engine.weights = "synthetic"

@@ -75,7 +75,7 @@ def _png_header(w: int, h: int) -> bytes:
 def test_two_clients_get_animated_frames_at_the_right_sizes(server, driving):
     """Two sessions in one batch: one without paste-back (the generated 256x256), one pasted into the photo."""
     frames, fps = driving
-    photo = server.app[SERVER].sources.get("default").photo
+    photo = server.app[SERVER].sources.get("default").image
 
     async def both():
         return await asyncio.gather(
@@ -142,7 +142,7 @@ def test_uploads_are_limited_decoded_and_checked(server, assets):
             return await upload(http, url, (assets / "s6.jpg").read_bytes(), TOKEN)
 
     source_id = run(good())
-    assert server.app[SERVER].sources.get(source_id).photo.shape[2] == 3
+    assert server.app[SERVER].sources.get(source_id).image.shape[2] == 3
     status, body = run(_post(url, "/api/offer", json={"sdp": "v=0", "type": "offer", "source": "nope"}))
     assert status == 404 and "POST /api/sources" in body["error"]
     assert run(_alive(url))["sessions"] == 0
@@ -228,16 +228,16 @@ def test_a_session_keeps_the_newest_frame_counts_drops_and_frees_its_state_on_cl
     import av
 
     from lp_live.face import HaarFaceDetector
-    from lp_live.server.sessions import Session, Settings
-    from lp_live.server.sources import make_source
-    from lp_live.session.animator import DEFAULT_SOURCE, read_image
+    from lp_live.server.sessions import Session
+    from lp_live.session import DEFAULT_SOURCE, DrivingStream, load_photo, read_image
 
-    source = make_source("default", read_image(DEFAULT_SOURCE), HaarFaceDetector(), input_size=128, photo_side=256,
-                         device="cpu")
+    source = load_photo(read_image(DEFAULT_SOURCE), HaarFaceDetector(), input_size=128, max_side=256, device="cpu",
+                        name="default")
 
     async def scenario():
         wake = asyncio.Event()
-        session = Session("s", source, Settings(mode="baseline", paste_back=False, mirror=False), HaarFaceDetector())
+        stream = DrivingStream(source, HaarFaceDetector(), input_size=128, paste_back=False)
+        session = Session("s", stream, "baseline")
         frames = [av.VideoFrame.from_ndarray(np.full((64, 64, 3), i, np.uint8), format="rgb24") for i in range(3)]
         for frame in frames:
             session.offer_frame(frame, wake)
@@ -248,6 +248,9 @@ def test_a_session_keeps_the_newest_frame_counts_drops_and_frees_its_state_on_cl
         problems = [session.control({"mode": "fast"}, ("baseline", "optimized")),
                     session.control({"mirror": "yes"}, ("baseline",)), session.control({"volume": 3}, ("baseline",))]
         assert session.control({"mode": "optimized", "stitching": False}, ("baseline", "optimized")) is None
+        assert session.mode == "optimized" and stream.options.stitching is False
+        assert session.control({"mirror": True, "mode": "fast"}, ("baseline", "optimized")) is not None
+        assert stream.mirror is False  # nothing of a message applies when one value is wrong
         session.close()
         session.offer_frame(frames[0], wake)
         return session, taken, again, out, problems, wake.is_set()
@@ -257,8 +260,7 @@ def test_a_session_keeps_the_newest_frame_counts_drops_and_frees_its_state_on_cl
     assert session.dropped_in == 2 and session.frames_in == 3
     assert out[0, 0, 0] == 1 and session.dropped_out == 1  # the encoder gets the newest animated frame
     assert all(p and "\n" not in p for p in problems)
-    assert session.settings.mode == "optimized" and session.settings.options.stitching is False
-    assert session.engine_state is None and session.pending is None and session.frames_in == 3 and woken
+    assert session.stream is None and session.pending is None and session.frames_in == 3 and woken
 
 
 def test_image_size_reads_headers(assets):

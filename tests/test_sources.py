@@ -9,7 +9,7 @@ import pytest
 from lp_live.cli import source_photos
 from lp_live.core.config import Config
 from lp_live.core.errors import UserError
-from lp_live.session.animator import DEFAULT_SOURCE, build_animator, fit_source, read_image
+from lp_live.session import DEFAULT_SOURCE, build_animator, fit_source, read_image
 from lp_live.stream import Controls, open_source
 
 

@@ -38,6 +38,15 @@ class Motion:
     def map(self, fn) -> Motion:
         return Motion(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
+    def row(self, i: int) -> Motion:
+        """Frame `i` as a batch of one."""
+        return self.map(lambda t: t[i : i + 1])
+
+    @staticmethod
+    def cat(motions: list[Motion]) -> Motion:
+        """Several motions as one batch, in order."""
+        return Motion(**{f.name: torch.cat([getattr(m, f.name) for m in motions]) for f in fields(Motion)})
+
 
 def bins_to_degrees(logits: torch.Tensor) -> torch.Tensor:
     """(B, 66) logits -> (B,) degrees in [-97.5, 97.5]. Other widths are returned unchanged."""

@@ -36,14 +36,26 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from ..core.config import Config
 from ..core.errors import UserError
-from ..face import create_detector
-from ..models import SYNTHETIC, LivePortraitModels
-from ..motion.smoothing import MotionSmoother
-from ..session.animator import DEFAULT_SOURCE, engine_factory, load_models, read_image, resolve_device, unmet_requests
-from ..session.engines import EnginePool, warm_up
+from ..models import LivePortraitModels
+from ..session import (
+    DEFAULT_SOURCE,
+    DrivingStream,
+    EnginePool,
+    NoFaceError,
+    SourcePhoto,
+    create_driving_detector,
+    create_smoother,
+    engine_factory,
+    load_models,
+    load_photo,
+    read_image,
+    resolve_device,
+    unmet_requests,
+    warm_up,
+)
 from .scheduler import Scheduler
-from .sessions import AnimatedTrack, Session, Settings
-from .sources import DEFAULT_ID, NoFaceError, SourceError, SourceStore, decode_photo, make_source
+from .sessions import AnimatedTrack, Session
+from .sources import DEFAULT_ID, SourceError, SourceStore, decode_photo
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +120,15 @@ class Server:
     async def start(self, app: web.Application | None = None) -> None:
         cfg = self.config
         self.models = self._models or await asyncio.to_thread(load_models, cfg, self.device)
-        self.scheduler = Scheduler(EnginePool(engine_factory(cfg, self.models, self.device), MODES),
-                                   input_size=cfg.engine.input_size, crop_driving=cfg.face.crop_driving)
+        self.scheduler = Scheduler(EnginePool(engine_factory(cfg, self.models, self.device), MODES))
         self.warnings = unmet_requests(cfg, self.device, self.detector())
-        anim = cfg.animation
-        if anim.eye_retargeting or anim.lip_retargeting or anim.normalize_lip:
-            self.warnings.append("eye/lip retargeting and lip normalisation are not applied by lp-live serve yet "
-                                 "(no landmark ratios per stream); the other options are")
         for line in self.warnings:
             log.warning("%s", line)
         default = await asyncio.to_thread(self._make_source, DEFAULT_ID, read_image(DEFAULT_SOURCE))
         self.sources.add(default)
         # the first engine, built and run once now (compilation, graphs) instead of on someone's first frame
         t0 = time.perf_counter()
-        await self.scheduler.call(warm_up, self.scheduler.pool, cfg.engine.mode, default.input)
+        await self.scheduler.call(warm_up, self.scheduler.pool, cfg.engine.mode, default)
         log.info("%s engine ready in %.1f s", cfg.engine.mode, time.perf_counter() - t0)
         self.scheduler.start()
         self._spawn(self._reap_idle())
@@ -141,14 +148,16 @@ class Server:
         return task
 
     def detector(self):
-        weights_dir = None if self.models is None or self.models.kind == SYNTHETIC else Path(self.models.source).parent
-        face = self.config.face
-        return create_detector(weights_dir, redetect_every=face.redetect_every, smoothing=face.box_smoothing)
+        """A new face detector and tracker (one per stream: tracking keeps state)."""
+        return create_driving_detector(self.config, self.models)
 
-    def _make_source(self, source_id: str, image):
+    def _photos_in_use(self) -> set[str]:
+        return {s.stream.photo.name for s in self.scheduler.sessions.values() if s.stream is not None}
+
+    def _make_source(self, source_id: str, image) -> SourcePhoto:
         cfg = self.config
-        return make_source(source_id, image, self.detector(), input_size=cfg.engine.input_size,
-                           photo_side=cfg.serve.photo_side, device=self.device)
+        return load_photo(image, self.detector(), input_size=cfg.engine.input_size, device=self.device,
+                          max_side=cfg.serve.photo_side, name=source_id)
 
     async def _reap_idle(self) -> None:
         limit = self.config.serve.idle_timeout_s
@@ -184,10 +193,12 @@ class Server:
         try:
             source = await asyncio.to_thread(build)
         except SourceError as e:
-            raise RequestError(422 if isinstance(e, NoFaceError) else 400, str(e)) from None
-        self.sources.add(source, in_use={s.source.id for s in self.scheduler.sessions.values()})
-        h, w = source.photo.shape[:2]
-        return web.json_response({"id": source.id, "width": w, "height": h})
+            raise RequestError(400, str(e)) from None
+        except NoFaceError as e:
+            raise RequestError(422, str(e)) from None
+        self.sources.add(source, in_use=self._photos_in_use())
+        h, w = source.image.shape[:2]
+        return web.json_response({"id": source.name, "width": w, "height": h})
 
     async def offer(self, request: web.Request) -> web.Response:
         serve, scheduler = self.config.serve, self.scheduler
@@ -206,11 +217,12 @@ class Server:
         if len(scheduler.sessions) >= serve.max_sessions:
             raise RequestError(503, f"server full: {serve.max_sessions} of {serve.max_sessions} streams in use; "
                                     "try again later", {"Retry-After": "30"})
-        settings = Settings(mode=self.config.engine.mode, paste_back=self.config.animation.paste_back,
-                            mirror=self.config.stream.mirror, options=self.config.animation.options())
-        anim = self.config.animation
-        smoother = MotionSmoother(anim.smoothing_min_cutoff, anim.smoothing_beta) if anim.smoothing else None
-        session = Session(secrets.token_urlsafe(9), source, settings, self.detector(), smoother)
+        cfg = self.config
+        stream = DrivingStream(source, self.detector(), input_size=cfg.engine.input_size,
+                               options=cfg.animation.options(), paste_back=cfg.animation.paste_back,
+                               mirror=cfg.stream.mirror, crop_driving=cfg.face.crop_driving,
+                               smoother=create_smoother(cfg))
+        session = Session(secrets.token_urlsafe(9), stream, cfg.engine.mode)
         problem = session.control({k: data[k] for k in ("mode", "paste_back", "mirror", "stitching") if k in data},
                                   MODES)
         if problem:
@@ -275,8 +287,9 @@ class Server:
 
     async def stats(self, request: web.Request) -> web.Response:
         figures = self.scheduler.stats()
-        figures.update(device=str(self.device), weights=self.models.kind, engines_built=list(self.scheduler.pool.built),
-                       input_size=self.config.engine.input_size, max_sessions=self.config.serve.max_sessions,
+        figures.update(device=str(self.device), weights=self.models.kind,
+                       engines_built=list(self.scheduler.pool.built()), input_size=self.config.engine.input_size,
+                       max_sessions=self.config.serve.max_sessions,
                        uptime_s=time.time() - self.started, warnings=self.warnings)
         return web.json_response(figures)
 

@@ -1,12 +1,14 @@
 """The batching step: the newest frame of every session, one mixed-source batch per engine, per step.
 
-    session frames ──(newest wins)──▶ step: crop each ─▶ engines.animate (B slots) ─▶ paste-back ─▶ tracks
+    session frames ──(newest wins)──▶ step: prepare each ─▶ step.launch (B streams) ─▶ finish each ─▶ tracks
 
 A step takes every session that has a new frame, so each active session gets exactly one slot
 per step and none can starve; frames that arrive while a step runs replace each other and are
-counted as drops. The step (face tracking, the engine, paste-back) runs on one worker thread so
-the asyncio loop keeps serving HTTP and WebRTC. Sessions on different engines (baseline and
-optimized) are two batches of the same step.
+counted as drops. The step runs on one worker thread so the asyncio loop keeps serving HTTP and
+WebRTC; each session's host work (tracking and crop, then paste-back) runs on a thread pool.
+It is the desktop app's per-frame path (`lp_live.session`: one `DrivingStream` per session,
+`launch` and `finish`), with one engine call for all the sessions on an engine. Sessions on
+different engines (baseline and optimized) are two batches of the same step.
 """
 
 from __future__ import annotations
@@ -22,13 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
-from ..face import DRIVING_CROP, crop_face
-from ..session.engines import EnginePool, Slot, animate
-from ..stream.metrics import _percentiles
+from ..core.figures import percentiles
+from ..session import DrivingInput, DrivingStream, EnginePool, finish, launch
 from .sessions import Driving, Session
 
 log = logging.getLogger(__name__)
@@ -57,14 +57,10 @@ class Scheduler:
 
     Args:
         pool: the engines (built once per server).
-        input_size: network input side (driving crops are made at this size).
-        crop_driving: crop driving frames around the face (off: whole frames, already face crops).
     """
 
-    def __init__(self, pool: EnginePool, *, input_size: int, crop_driving: bool = True) -> None:
+    def __init__(self, pool: EnginePool) -> None:
         self.pool = pool
-        self.input_size = input_size
-        self.crop_driving = crop_driving
         self.sessions: dict[str, Session] = {}
         self.wake = asyncio.Event()
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="lp-live-step")
@@ -124,71 +120,43 @@ class Scheduler:
     @torch.no_grad()
     def step(self, jobs: list[Job]) -> list[Result]:
         t0 = time.perf_counter()
-        batches: dict[str, list[tuple[Job, Slot]]] = defaultdict(list)
-        held: list[Result] = []
+        live = [(job, job.session.stream) for job in jobs]
+        live = [(job, stream) for job, stream in live if stream is not None]  # not closed since taken
+        for job, stream in live:
+            if job.session.reanchor_requested:
+                job.session.reanchor_requested = False
+                stream.reanchor()
         # host work of every session at once: decode to RGB, track the face, crop (OpenCV releases the GIL)
-        crops = list(self.host.map(lambda job: self._driving_crop(job.session, job.driving), jobs))
-        for job, crop in zip(jobs, crops):
-            s = job.session
-            state = s.engine_state
-            if state is None:  # closed since it was taken
-                continue
-            if s.reanchor_requested:
-                s.reanchor_requested = False
-                state.reanchor()
-                if s.smoother is not None:
-                    s.smoother.reset()
-            if crop is None:  # no face: hold the last frame (or show the still photo)
-                s.frames_without_face += 1
-                held.append(Result(s, self._still(s), job.driving.t_received, 0.0))
-                continue
-            slot = Slot(state, s.settings.options, crop, s.smoother, job.driving.t_received)
-            batches[s.settings.mode].append((job, slot))
-        results = held
+        inputs = list(self.host.map(lambda entry: self._prepare(*entry), live))
+        batches: dict[str, list[tuple[Job, DrivingStream, DrivingInput]]] = defaultdict(list)
+        for (job, stream), driving in zip(live, inputs):
+            batches[job.session.mode].append((job, stream, driving))
+        results: list[Result] = []
         for mode, entries in batches.items():
             t_engine = time.perf_counter()
-            generated = animate(self.pool, mode, [slot for _, slot in entries])
+            launched = launch(self.pool.get(mode), mode, [(stream, driving) for _, stream, driving in entries])
+            for launched_job in launched:
+                if launched_job.image is not None:
+                    launched_job.image.result()  # the device's part, timed as the engine's
             engine_ms = (time.perf_counter() - t_engine) * 1e3
+            images = list(self.host.map(finish, launched))  # paste-back
             self.per_frame_ms[mode].append(engine_ms / len(entries))
-
-            def finish(entry: tuple[Job, Slot], image: np.ndarray, engine_ms: float = engine_ms) -> Result:
-                s = entry[0].session
-                out = s.source.paster(image) if s.settings.paste_back else image
-                return Result(s, out, entry[0].driving.t_received, engine_ms)
-
-            results.extend(self.host.map(finish, entries, generated))
+            results.extend(Result(job.session, image, job.driving.t_received, engine_ms)
+                           for (job, _, _), image in zip(entries, images))
         self.steps += 1
         self.frames += len(results)
         t1 = time.perf_counter()
         self.step_log.append((t1, (t1 - t0) * 1e3, len(results)))
         return results
 
-    def _driving_crop(self, session: Session, driving: Driving) -> np.ndarray | None:
-        rgb = driving.frame.to_ndarray(format="rgb24")
-        if session.settings.mirror:
-            rgb = np.ascontiguousarray(rgb[:, ::-1])
-        size = self.input_size
-        if not self.crop_driving:
-            return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-        face = session.detector.track(rgb)
-        if face is None:
-            return None
-        return crop_face(rgb, face, DRIVING_CROP, input_size=size).input
-
-    def _still(self, session: Session) -> np.ndarray:
-        """The last animated frame, or the un-animated photo (its crop without paste-back)."""
-        side = 2 * self.input_size
-        shape = session.source.photo.shape if session.settings.paste_back else (side, side, 3)
-        if session.last_output is not None and session.last_output.shape == shape:
-            return session.last_output
-        if session.settings.paste_back:
-            return session.source.photo
-        return cv2.resize(session.source.crop.image, (side, side), interpolation=cv2.INTER_AREA)
+    @staticmethod
+    def _prepare(job: Job, stream: DrivingStream) -> DrivingInput:
+        return stream.prepare(job.driving.frame.to_ndarray(format="rgb24"), job.driving.t_received)
 
     # -- figures ----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         recent = list(self.step_log)[-ROLLING:]
-        p50, p95 = _percentiles([ms for _, ms, _ in recent])
+        p50, p95 = percentiles([ms for _, ms, _ in recent])
         batches = [n for _, _, n in recent]
         medians = {m: statistics.median(v) for m, v in self.per_frame_ms.items() if v}
         ratio = medians["baseline"] / medians["optimized"] if {"baseline", "optimized"} <= medians.keys() else None

@@ -9,11 +9,10 @@ image (`deliver`: again the newest wins). `close()` drops everything the session
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -22,12 +21,8 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from ..core.config import AnimateOptions
-from ..face import FaceDetector
-from ..motion.smoothing import MotionSmoother
-from ..session.engines import SessionEngineState
-from ..stream.metrics import _percentiles, _rate
-from .sources import Source
+from ..core.figures import percentiles, rate
+from ..session import DrivingStream
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +30,6 @@ ROLLING = 120  # samples behind each per-session figure
 LOG_LENGTH = 4096  # sent frames remembered (serve-bench reads a time window of them)
 RATE_WINDOW_S = 10.0  # output FPS over the frames sent in the last 10 s (CPU steps take seconds)
 VIDEO_CLOCK = 90_000  # RTP video clock rate
-
-
-@dataclass
-class Settings:
-    """What the page's buttons and keys change; read by the scheduler at each step."""
-
-    mode: str
-    paste_back: bool
-    mirror: bool
-    options: AnimateOptions = field(default_factory=AnimateOptions)
 
 
 @dataclass
@@ -56,17 +41,20 @@ class Driving:
 
 
 class Session:
-    """Per-connection state. Args: id, the Source, initial Settings, its own face tracker and motion filter."""
+    """Per-connection state.
 
-    def __init__(self, session_id: str, source: Source, settings: Settings, detector: FaceDetector,
-                 smoother: MotionSmoother | None = None) -> None:
+    Args:
+        session_id: its id.
+        stream: its driving stream (photo, face tracker, motion filter, anchor, options, mirror,
+            paste-back), the same per-frame state the desktop app has.
+        mode: the engine it starts with.
+    """
+
+    def __init__(self, session_id: str, stream: DrivingStream, mode: str) -> None:
         self.id = session_id
-        self.source = source
-        self.settings = settings
-        self.detector = detector
-        self.smoother = smoother  # its own motion filter (One-Euro), or None
-        self.engine_state: SessionEngineState | None = SessionEngineState(source.input)
-        self.reanchor_requested = False
+        self.stream: DrivingStream | None = stream
+        self.mode = mode
+        self.reanchor_requested = False  # applied by the step thread before the next frame
         self.closed = False
         self.pending: Driving | None = None
         self.output: asyncio.Queue[tuple[np.ndarray, float]] = asyncio.Queue(maxsize=1)
@@ -77,7 +65,6 @@ class Session:
         self.frames_out = 0
         self.dropped_in = 0  # replaced by a newer frame before a step took it
         self.dropped_out = 0  # replaced by a newer animated frame before the encoder took it
-        self.frames_without_face = 0
         # (perf_counter() when handed to the encoder, ms since the driving frame was received)
         self.sent: deque[tuple[float, float]] = deque(maxlen=LOG_LENGTH)
         self.infer_ms: deque[float] = deque(maxlen=ROLLING)  # the engine step this frame was in
@@ -110,25 +97,34 @@ class Session:
         self.output.put_nowait((image, t_received))
 
     def control(self, message: dict[str, Any], modes: tuple[str, ...]) -> str | None:
-        """Apply a control message from the page; returns a one-line problem, or None."""
-        s = self.settings
+        """Apply a control message from the page; returns a one-line problem, or None.
+
+        Every value is checked before any is applied. Settings are replaced whole (a step in
+        flight keeps the ones it read); re-anchoring waits for the step thread.
+        """
+        stream = self.stream
+        if stream is None:
+            return "the session is closed"
         for key, value in message.items():
             if key == "mode":
                 if value not in modes:
                     return f"unknown mode {value!r}; choose one of {', '.join(modes)}"
-                s.mode = value
+            elif key in ("paste_back", "mirror", "stitching"):
+                if not isinstance(value, bool):
+                    return f"{key} must be true or false"
+            elif key != "reanchor":
+                return f"unknown control {key!r}; use mode, reanchor, paste_back, stitching or mirror"
+        for key, value in message.items():
+            if key == "mode":
+                self.mode = value
             elif key == "reanchor":
                 self.reanchor_requested = bool(value)
-            elif key in ("paste_back", "mirror"):
-                if not isinstance(value, bool):
-                    return f"{key} must be true or false"
-                setattr(s, key, value)
-            elif key in ("stitching",):
-                if not isinstance(value, bool):
-                    return f"{key} must be true or false"
-                s.options = dataclasses.replace(s.options, **{key: value})
-            else:
-                return f"unknown control {key!r}; use mode, reanchor, paste_back, stitching or mirror"
+            elif key == "paste_back":
+                stream.paste_back = value
+            elif key == "mirror":
+                stream.mirror = value
+            elif key == "stitching":
+                stream.set_options(stitching=value)
         return None
 
     async def consume(self, track: MediaStreamTrack, wake: asyncio.Event) -> None:
@@ -143,23 +139,24 @@ class Session:
         """Free the per-connection state now (a step in flight discards its result)."""
         self.closed = True
         self.pending = None
-        self.engine_state = None
+        self.stream = None
         self.last_output = None
 
     # -- figures ----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         recent_sent = list(self.sent)[-ROLLING:]
-        p50, p95 = _percentiles([ms for _, ms in recent_sent])
-        infer = _percentiles(self.infer_ms, (50,))[0]
+        p50, p95 = percentiles([ms for _, ms in recent_sent])
+        infer = percentiles(self.infer_ms, (50,))[0]
         now = time.perf_counter()
         recent = [t for t, _ in recent_sent if now - t <= RATE_WINDOW_S]
+        stream = self.stream
+        settings = {} if stream is None else {
+            "source": stream.photo.name, "paste_back": stream.paste_back, "mirror": stream.mirror,
+            "stitching": stream.options.stitching, "frames_without_face": stream.frames_without_face}
         return {
-            "id": self.id, "source": self.source.id, "mode": self.settings.mode,
-            "paste_back": self.settings.paste_back, "mirror": self.settings.mirror,
-            "stitching": self.settings.options.stitching,
-            "fps": _rate(recent), "frames_in": self.frames_in, "frames_out": self.frames_out,
+            "id": self.id, "mode": self.mode, **settings,
+            "fps": rate(recent), "frames_in": self.frames_in, "frames_out": self.frames_out,
             "dropped_in": self.dropped_in, "dropped_out": self.dropped_out,
-            "frames_without_face": self.frames_without_face,
             "server_latency_ms": {"p50": p50, "p95": p95}, "infer_ms": infer,
             "age_s": now - self.created,
         }

@@ -1,36 +1,29 @@
-"""Source photos sent to the server: sized from their header, decoded, checked, cropped once.
+"""Source photos sent to the server: sized from their header, decoded, checked, kept by id.
 
 An upload is never written to disk. Its width and height are read from the PNG or JPEG header
 before anything is decoded, so a small file that would decode to a huge image is refused
-cheaply; then OpenCV decodes it and the face detector must find a face. The store keeps at most
-`max_sources` photos under random ids and forgets the oldest one no stream uses.
+cheaply; then OpenCV decodes it, and `session.load_photo` (the desktop app's own) finds the face
+and crops it. The store keeps at most `max_sources` photos under random ids (`SourcePhoto.name`)
+and forgets the oldest one no stream uses.
 """
 
 from __future__ import annotations
 
-import functools
 import secrets
 import struct
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
-from ..face import SOURCE_CROP, Crop, FaceDetector, PasteBack, crop_face
-from ..session.animator import MIN_SOURCE_SIDE, fit_source
+from ..session import MIN_SOURCE_SIDE, SourcePhoto
 
 DEFAULT_ID = "default"  # the packaged portrait, always there
 
 
 class SourceError(ValueError):
     """An upload that cannot be used; the message is the one-line answer to the client."""
-
-
-class NoFaceError(SourceError):
-    """A photo in which the face detector finds no face."""
 
 
 def image_size(data: bytes) -> tuple[int, int]:
@@ -68,58 +61,27 @@ def decode_photo(data: bytes, *, max_pixels: int) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-@dataclass
-class Source:
-    """One photo ready to animate: fitted, its face crop (the engine input) and its paste-back."""
-
-    id: str
-    photo: np.ndarray  # RGB uint8, longer side at most photo_side, even sides
-    crop: Crop
-    generated_size: int
-    device: torch.device
-
-    @property
-    def input(self) -> np.ndarray:
-        return self.crop.input
-
-    @functools.cached_property
-    def paster(self) -> PasteBack:
-        """Built when a stream first pastes back: its tensors are tens of MB for a large photo."""
-        return PasteBack(self.photo, self.crop, generated_size=self.generated_size, device=self.device)
-
-
-def make_source(source_id: str, image: np.ndarray, detector: FaceDetector, *, input_size: int, photo_side: int,
-                device: torch.device) -> Source:
-    """A Source from an RGB photo, or SourceError when no face is found."""
-    photo = fit_source(image, max_side=photo_side)
-    face = detector.detect(photo)
-    if face is None:
-        raise NoFaceError("no face found in the photo; send a photo with one clear, frontal face")
-    crop = crop_face(photo, face, SOURCE_CROP, input_size=input_size)
-    return Source(source_id, photo, crop, 2 * input_size, torch.device(device))
-
-
 class SourceStore:
     """Sources by id; at most `limit` uploads (plus the default), the oldest unused forgotten first."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._lock = threading.Lock()
-        self._sources: OrderedDict[str, Source] = OrderedDict()
+        self._sources: OrderedDict[str, SourcePhoto] = OrderedDict()
 
     @staticmethod
     def new_id() -> str:
         return secrets.token_urlsafe(12)
 
-    def add(self, source: Source, in_use: set[str] = frozenset()) -> None:
+    def add(self, source: SourcePhoto, in_use: set[str] = frozenset()) -> None:
         with self._lock:
-            self._sources[source.id] = source
+            self._sources[source.name] = source
             uploads = [k for k in self._sources if k != DEFAULT_ID]
             for key in uploads[: max(0, len(uploads) - self.limit)]:
                 if key not in in_use:
                     del self._sources[key]
 
-    def get(self, source_id: str) -> Source | None:
+    def get(self, source_id: str) -> SourcePhoto | None:
         with self._lock:
             return self._sources.get(source_id)
 

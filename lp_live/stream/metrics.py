@@ -18,23 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.figures import percentiles, rate
 from .rss import RssSeries
 
 ROLLING = 60  # samples behind each live (HUD) figure
 RATE_FRAMES = 10  # output FPS on the HUD: over the last 10 frames shown, so it has a number at any rate
-
-
-def _percentiles(values, qs=(50, 95)) -> list[float | None]:
-    if len(values) == 0:
-        return [None] * len(qs)
-    return [float(v) for v in np.percentile(np.asarray(values, dtype=np.float64), qs)]
-
-
-def _rate(times) -> float | None:
-    """Frames per second from a sequence of event times: (n - 1) / span."""
-    if len(times) < 2 or times[-1] <= times[0]:
-        return None
-    return (len(times) - 1) / (times[-1] - times[0])
 
 
 @dataclass
@@ -213,8 +201,8 @@ class LiveMetrics:
             rec = self.sinks.get(sink or self.primary or "")
             out: dict[str, float | None] = {"output_fps": None, "latency_p50_ms": None, "latency_p95_ms": None}
             if rec is not None:
-                out["output_fps"] = _rate(list(rec.shown_at)[-RATE_FRAMES:])
-                out["latency_p50_ms"], out["latency_p95_ms"] = _percentiles(rec.recent_latency)
+                out["output_fps"] = rate(list(rec.shown_at)[-RATE_FRAMES:])
+                out["latency_p50_ms"], out["latency_p95_ms"] = percentiles(rec.recent_latency)
             return out
 
     def inference_fps(self, mode: str) -> float | None:
@@ -229,7 +217,7 @@ class LiveMetrics:
             duration = time.perf_counter() - self.t_start
             sinks = {}
             for name, rec in self.sinks.items():
-                p50, p95 = _percentiles(rec.latency_ms)
+                p50, p95 = percentiles(rec.latency_ms)
                 sinks[name] = SinkStats(
                     shown=len(rec.latency_ms), dropped=dropped.get(f"sink:{name}", 0), starting=rec.starting,
                     latency_ms={"p50": p50, "p95": p95, "max": max(rec.latency_ms) if rec.latency_ms else None},
@@ -241,7 +229,7 @@ class LiveMetrics:
             all_ms = [ms for times in self.inference_ms.values() for ms in times]
             per_mode = {}
             for mode, times in self.inference_ms.items():
-                p50, p95 = _percentiles(times)
+                p50, p95 = percentiles(times)
                 per_mode[mode] = {"median": p50, "p95": p95, "mean": float(np.mean(times)) if times else None,
                                   "count": len(times), "warmup": self.warmup_ms.get(mode)}
             base, opt = self.inference_ms.get("baseline"), self.inference_ms.get("optimized")

@@ -50,7 +50,7 @@ from ..engine import Anchor, AnimateOptions, Engine, create_engine
 from ..engine.base import StageTimer
 from ..models import load_liveportrait
 from ..models.download import resolve_weights
-from ..session.animator import resolve_device
+from ..session import resolve_device
 from ..stream.rss import rss_mb as process_rss_mb
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def load_inputs(source: Path | None, driving: Path | None, count: int, size: int
     """(source crop, driving crops, description): the given files, else the packaged portrait and
     the reference kit's d0.mp4 beside a checkout (synthetic frames without it)."""
     from ..face import SOURCE_CROP, create_detector, crop_face
-    from ..session.animator import DEFAULT_SOURCE, fit_source, read_image
+    from ..session import DEFAULT_SOURCE, fit_source, read_image
 
     source = source or DEFAULT_SOURCE
     driving = driving or (SHARED_ASSETS / "d0.mp4" if (SHARED_ASSETS / "d0.mp4").is_file() else None)

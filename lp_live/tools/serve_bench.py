@@ -28,9 +28,9 @@ import torch
 
 from ..core.config import Config
 from ..core.errors import UserError
+from ..core.figures import percentiles
 from ..core.provenance import git_commit
 from ..server.app import SERVER, background_server
-from ..stream.metrics import _percentiles
 from .bench import SHARED_ASSETS, device_name
 from .client import read_video, stream
 
@@ -67,7 +67,7 @@ async def _one_run(url: str, scheduler, n: int, frames, fps: float, seconds: flo
         per_session = []
         for s in sessions:
             sent = _window(s.sent, t0, t1)
-            p50, p95 = _percentiles([ms for _, ms in sent])
+            p50, p95 = percentiles([ms for _, ms in sent])
             d_in, d_out, f_in = before[s.id]
             per_session.append({
                 "fps": len(sent) / (t1 - t0), "frames": len(sent),
@@ -75,7 +75,7 @@ async def _one_run(url: str, scheduler, n: int, frames, fps: float, seconds: flo
                 "frames_in": s.frames_in - f_in, "dropped": (s.dropped_in - d_in) + (s.dropped_out - d_out),
             })
         steps = _window(scheduler.step_log, t0, t1)
-        step_p50, step_p95 = _percentiles([ms for _, ms, _ in steps])
+        step_p50, step_p95 = percentiles([ms for _, ms, _ in steps])
     finally:
         stop.set()
         received = await asyncio.gather(*clients, return_exceptions=True)
