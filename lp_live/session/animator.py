@@ -339,6 +339,27 @@ class Animator:
             return self.source.shape[1], self.source.shape[0]
         return self.generated_size, self.generated_size
 
+    # -- the live path's requests (`lp_live.stream.contract.LiveAnimator`) -----------------------
+    @property
+    def stitching(self) -> bool:
+        """Stitching is on in the current `options`."""
+        return bool(self.options.stitching)
+
+    def set_stitching(self, on: bool) -> None:
+        """Stitching on or off from the next frame on; `options` are replaced, never mutated, so a
+        frame in flight keeps the ones it was given."""
+        import dataclasses
+
+        self.options = dataclasses.replace(self.options, stitching=on)
+
+    def set_paste_back(self, on: bool) -> None:
+        """Paste the animated face back into the photo (or show the crop) from the next frame on."""
+        self.paste_back = on
+
+    def compiles(self, mode: str) -> bool:
+        """True when the first frame of engine `mode` compiles it (builds the engine if needed)."""
+        return bool(getattr(self.engine(mode), "compiled", False))
+
 
 def load_models(config: Config, device: torch.device) -> LivePortraitModels:
     return load_liveportrait(resolve_weights(config.engine.weights), device=device)
