@@ -89,13 +89,14 @@ class InferenceThread(threading.Thread):
     created in this thread). The first frame of each engine is its warm-up (lazy init, compile,
     graph capture): it runs alone, as a `progress` step. `gate` opens when the first animated
     frame is handed to the sinks (or when the thread ends): a video file used as the camera
-    waits for it, and the "starting…" frames stop. When two engines are loaded and `calibrate_frames` > 0, both are
-    then timed on that many frames each (after the first animated frame, never before), so that
-    the HUD's speed ratio is measured early; with 0 it is measured once the user has used both
-    (`b`). Hotkeys are applied before each frame; hotkeys first finish the frames in flight, so
-    they apply from the next frame submitted. `max_frames` counts every animated frame handed
-    to the sinks (calibration frames included: the user sees them). `in_flight` is 1 (one frame
-    at a time) or 2 (the host work of one frame overlaps the device work of the other).
+    waits for it, and the "starting…" frames stop. When two engines are loaded and
+    `calibrate_frames` > 0, both are then timed on that many frames each (after the first
+    animated frame, never before), so that the HUD's speed ratio is measured early; with 0 it is
+    measured once the user has used both (`b`). Hotkeys are applied before each frame; hotkeys
+    first finish the frames in flight, so they apply from the next frame submitted. `max_frames`
+    counts every animated frame handed to the sinks (calibration frames included: the user sees
+    them). `in_flight` is 1 (one frame at a time) or 2 (the host work of one frame overlaps the
+    device work of the other).
     """
 
     def __init__(self, build: Callable[[], LiveAnimator], inp: LatestQueue[CapturedFrame],
