@@ -4,6 +4,7 @@ Imported by the stream tests and by their child processes (no PyAV import here).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from types import SimpleNamespace
 from typing import ClassVar
@@ -18,24 +19,34 @@ from lp_live.stream.capture import FrameSource
 
 
 class FakeAnimator:
-    """The Animator interface with a fixed sleep per engine; the output is the driving frame
-    subsampled to 256x256, so tests can tell which driving frame (and mirror) produced it."""
+    """The whole `LiveAnimator` contract with a fixed sleep per engine; the output is the driving
+    frame subsampled to 256x256, so tests can tell which driving frame (and mirror) produced it.
+    `submit` does all the work at once (so a run is one frame at a time whatever its in_flight)."""
 
     modes = ("baseline", "optimized")
 
     def __init__(self, cost: dict[str, float] | None = None, mode: str = "optimized", *,
-                 no_face_every: int = 0, fail_at: int | None = None) -> None:
+                 no_face_every: int = 0, fail_at: int | None = None, sources: int = 1,
+                 compiled: tuple[str, ...] = ()) -> None:
         self.cost = cost or {"baseline": 0.03, "optimized": 0.01}
         self.mode = mode
         self.paste_back = True
         self.options = AnimateOptions()
         self.weights_kind = "synthetic"
         self.device = torch.device("cpu")
+        self.warnings: tuple[str, ...] = ()
+        self.source_count = sources
+        self.source_index = 0
+        self.compiled = compiled  # the engines whose first frame compiles
         self.frames_without_face = 0
         self.no_face_every = no_face_every
         self.fail_at = fail_at
         self.calls: list[str] = []
         self.reanchored_before: list[int] = []  # call index of the frame after each re-anchor
+
+    @property
+    def stitching(self) -> bool:
+        return self.options.stitching
 
     def set_mode(self, mode: str) -> None:
         assert mode in self.modes
@@ -43,6 +54,25 @@ class FakeAnimator:
 
     def reanchor(self) -> None:
         self.reanchored_before.append(len(self.calls))
+
+    def select_source(self, index: int) -> None:
+        assert 0 <= index < self.source_count
+        self.source_index = index
+
+    def set_paste_back(self, on: bool) -> None:
+        self.paste_back = on
+
+    def set_stitching(self, on: bool) -> None:
+        self.options = dataclasses.replace(self.options, stitching=on)
+
+    def compiles(self, mode: str) -> bool:
+        return mode in self.compiled
+
+    def submit(self, frame_rgb: np.ndarray, timestamp: float | None = None, *, worker=None) -> DoneFrame:
+        return DoneFrame(self.process(frame_rgb, timestamp))
+
+    def finish(self, pending: DoneFrame) -> SimpleNamespace:
+        return pending.result
 
     def process(self, frame_rgb: np.ndarray, timestamp: float | None = None) -> SimpleNamespace:
         if self.fail_at is not None and len(self.calls) == self.fail_at:
@@ -54,6 +84,16 @@ class FakeAnimator:
         h, w = frame_rgb.shape[:2]  # 512x512: 2x2 block means, which commute with a flip
         image = frame_rgb.reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3)).astype(np.uint8)
         return SimpleNamespace(image=image, face_found=face, mode=self.mode)
+
+
+@dataclasses.dataclass
+class DoneFrame:
+    """A `FakeAnimator` frame between submit and finish: already done."""
+
+    result: SimpleNamespace
+
+    def ready(self) -> bool:
+        return True
 
 
 class RecordingSink(NullSink):
@@ -80,6 +120,7 @@ class RecordingSink(NullSink):
 def stream_config(**kw) -> StreamConfig:
     kw.setdefault("sink", ["null"])
     kw.setdefault("calibrate_frames", 0)
+    kw.setdefault("in_flight", 1)  # keys pressed in on_frame apply from the next frame (2: tests that ask)
     return StreamConfig(**kw)
 
 

@@ -10,7 +10,7 @@ from livefakes import FakeAnimator, RecordingSink, stream_config
 
 from lp_live.stream import Controls, HudInfo, draw_hud, hud_lines, run_live
 from lp_live.stream import hud as hud_module
-from lp_live.stream import live as live_module
+from lp_live.stream import outputs as outputs_module
 from lp_live.stream.hud import GpuMonitor
 
 
@@ -56,8 +56,8 @@ def test_every_hud_figure_comes_from_its_measurement():
 
 def test_hud_figures_during_a_run_are_measured(video, monkeypatch):
     infos: list[HudInfo] = []
-    real = live_module.hud_lines
-    monkeypatch.setattr(live_module, "hud_lines", lambda info: infos.append(info) or real(info))
+    real = outputs_module.hud_lines
+    monkeypatch.setattr(outputs_module, "hud_lines", lambda info: infos.append(info) or real(info))
     animator = FakeAnimator({"baseline": 0.05, "optimized": 0.02})
     shown = RecordingSink("shown", hud=True)
     raw = {}

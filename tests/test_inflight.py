@@ -144,7 +144,7 @@ def test_in_flight_holds_at_most_depth_frames_and_finishes_in_order():
         flight.close()  # idempotent
     with pytest.raises(ValueError, match="must be 1 or 2"):
         InFlight(FakeAnimator(), depth=3)
-    assert InFlight(FakeAnimator(), depth=2).depth == 1  # only `process`: one frame at a time
+    assert InFlight(FakeAnimator(), depth=2).depth == 2  # every animator has submit and finish
 
 
 def test_in_flight_setting_is_checked_before_anything_starts():

@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +75,8 @@ class Progress:
         return time.perf_counter() - self.t_start
 
 
-def first_frame_step(animator: Any, mode: str) -> str:
-    """The step text for the first frame of `animator`'s engine `mode` (where a compiled engine compiles)."""
-    engine = getattr(animator, "engine", None)
-    if callable(engine) and getattr(engine(mode), "compiled", False):
+def first_frame_step(mode: str, compiles: bool) -> str:
+    """The step text for the first frame of engine `mode` (`compiles`: that frame compiles the engine)."""
+    if compiles:
         return f"compiling the {mode} engine (first run only; cached after)"
     return f"first {mode} frame"

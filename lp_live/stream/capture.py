@@ -3,8 +3,9 @@
 
 `open_source` opens (and reads the first frame from) a source in the caller's thread, so that
 a camera that does not exist or a URL that does not answer fails at start with a one-line
-`CaptureError`. `CaptureThread` then reads frames into a `LatestQueue`, pacing a file at its
-own frame rate, so a file plays like a camera.
+`CaptureError` (`source.py`; `reconnect.py` opens a lost camera again). `CaptureThread` then
+reads frames into a `LatestQueue`, pacing a file at its own frame rate, so a file plays like a
+camera.
 """
 
 from __future__ import annotations
@@ -17,17 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import UserError
+from .gate import FirstFrameGate
 from .platform import camera_backend, quiet_opencv
 from .queues import LatestQueue, QueueClosed
+from .reconnect import ReconnectingSource
+from .source import CaptureError, FrameSource
 
 log = logging.getLogger(__name__)
 
 CAMERA_STALL_S = 2.0  # a camera that gives no frame for this long has gone away
-
-
-class CaptureError(UserError):
-    """A driving source that cannot be opened or read; the message is one line saying what to do."""
 
 
 @dataclass
@@ -37,35 +36,6 @@ class CapturedFrame:
     seq: int  # 0, 1, 2, ... in capture order, dropped frames included
     t_capture: float  # time.perf_counter() right after the read
     image: np.ndarray  # (H, W, 3) RGB uint8
-
-
-class FrameSource:
-    """What `CaptureThread` reads from. `read()` returns (RGB frame, presentation time in
-    seconds or None), or None at the end of the input; it raises CaptureError when the
-    source breaks."""
-
-    description: str = ""
-    fps: float | None = None
-    is_file: bool = False  # plays at its own rate when paced; a camera is paced by itself
-
-    def read(self) -> tuple[np.ndarray, float | None] | None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def stats(self) -> dict[str, object]:
-        """Counts for the run's stats (frames missing, reconnects); none by default."""
-        return {}
-
-    def interrupt(self) -> None:
-        """The run is stopping: stop waiting for the source (a reconnect); reads may then fail."""
-
-    def __enter__(self) -> FrameSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class CameraSource(FrameSource):
@@ -179,8 +149,6 @@ def open_source(camera: str | int, *, timeout: float = 10.0, loop: bool = False,
         reopen = lambda t: StreamSource(spec, timeout=t, loop=loop)  # noqa: E731
     if reconnect_s is None or source.is_file:
         return source
-    from .reconnect import ReconnectingSource
-
     return ReconnectingSource(reopen, source, window_s=reconnect_s, open_timeout=timeout)
 
 
@@ -189,13 +157,13 @@ class CaptureThread(threading.Thread):
 
     A file is paced at its own timestamps when `pace` is true (it then behaves like a camera);
     otherwise it is read as fast as it decodes and the queue keeps only the newest frames.
-    With `wait_for`, it reads the first frame, then waits for that event (the engine is ready)
-    before reading on, pacing from then: a video file is not consumed while the engine builds.
+    With `wait_for`, it reads the first frame, then waits for that gate to open (the engine is
+    ready) before reading on, pacing from then: a video file is not consumed while the engine builds.
     On end of input it closes `out`; on a CaptureError it stores it in `error` and sets `stop`.
     """
 
     def __init__(self, source: FrameSource, out: LatestQueue[CapturedFrame], stop: threading.Event, *,
-                 pace: bool = True, wait_for: threading.Event | None = None) -> None:
+                 pace: bool = True, wait_for: FirstFrameGate | None = None) -> None:
         super().__init__(name="lp-live-capture", daemon=True)
         self.source, self.out, self.stop = source, out, stop
         self.pace = pace and source.is_file
@@ -221,7 +189,7 @@ class CaptureThread(threading.Thread):
                 frame = CapturedFrame(self.captured, time.perf_counter(), image)
                 self.out.put(frame)
                 self.captured += 1
-                if self.wait_for is not None and not self.wait_for.is_set():
+                if self.wait_for is not None and not self.wait_for.is_open():
                     while not self.wait_for.wait(0.1):
                         if self.stop.is_set() or self.out.closed:
                             return

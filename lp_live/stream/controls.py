@@ -8,7 +8,6 @@ Presses are queued under a lock and applied by the inference thread before its n
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import select
@@ -18,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .contract import LiveAnimator
 from .hotkeys import KEYS, PHOTO_KEYS
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Controls:
         with self._lock:
             return self._switches[0] - self._switches[1]
 
-    def apply(self, animator: Any, before: Callable[[], None] | None = None) -> float:
+    def apply(self, animator: LiveAnimator, before: Callable[[], None] | None = None) -> float:
         """Apply the pending presses to `animator` (inference thread only); returns the time
         the pending list was taken. `before` is called first when there is something to apply
         (the inference thread finishes its frames in flight there)."""
@@ -90,15 +90,14 @@ class Controls:
                 animator.reanchor()
                 log.info("re-anchored: the next driving frame is the neutral pose")
             elif key == "p":
-                animator.paste_back = not animator.paste_back
+                animator.set_paste_back(not animator.paste_back)
             elif key == "s":
-                # options are replaced, never mutated: a frame in flight keeps the ones it was given
-                animator.options = dataclasses.replace(animator.options, stitching=not animator.options.stitching)
+                animator.set_stitching(not animator.stitching)  # a frame in flight keeps its own options
             elif key == "m":
                 self.mirror = not self.mirror
         return t
 
-    def _switch_engine(self, animator: Any) -> None:
+    def _switch_engine(self, animator: LiveAnimator) -> None:
         modes = tuple(animator.modes)
         if len(modes) < 2:
             log.info("only the %s engine is loaded; start with both to toggle", animator.mode)
@@ -109,8 +108,8 @@ class Controls:
         self.mode_switches += 1
 
     @staticmethod
-    def _select_photo(animator: Any, index: int) -> None:
-        count = getattr(animator, "source_count", 1)
+    def _select_photo(animator: LiveAnimator, index: int) -> None:
+        count = animator.source_count
         if index >= count:
             log.info("no source photo %d (%d loaded: --source several times, or a folder)", index + 1, count)
             return

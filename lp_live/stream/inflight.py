@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
+
+from .contract import AnimatedResult, LiveAnimator, PendingResult
 
 T = TypeVar("T")
 DEPTHS = (1, 2)
@@ -30,38 +32,34 @@ class InFlight(Generic[T]):
     """The frames between submit and finish, oldest first, each with a caller's `tag`.
 
     Args:
-        animator: has `submit(image, timestamp, worker=...)` and `finish(pending)` (see
-            `lp_live.session.animator.Animator`); one with only `process` runs one frame at a time.
+        animator: the animator's `submit(image, timestamp, worker=...)` and `finish(pending)`
+            are used (see `contract.LiveAnimator`).
         depth: frames in flight at most: 1 or 2.
     """
 
-    def __init__(self, animator: Any, depth: int = 2) -> None:
+    def __init__(self, animator: LiveAnimator, depth: int = 2) -> None:
         if depth not in DEPTHS:
             raise ValueError(f"frames in flight must be 1 or 2, got {depth}")
         self.animator = animator
-        self._split = hasattr(animator, "submit") and hasattr(animator, "finish")
-        self.depth = depth if self._split else 1
-        self._pending: deque[tuple[Any, T]] = deque()
+        self.depth = depth
+        self._pending: deque[tuple[PendingResult, T]] = deque()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="lp-live-device") if self.depth > 1 else None
 
     def submit(self, image: np.ndarray, timestamp: float, tag: T) -> None:
         """Start a frame (its host part runs now); `finish` returns it with `tag`."""
         if self.full:
             raise RuntimeError(f"{self.depth} frame(s) already in flight; finish one first")
-        if self._split:
-            pending = self.animator.submit(image, timestamp, worker=self._worker)
-        else:
-            pending = self.animator.process(image, timestamp=timestamp)
+        pending = self.animator.submit(image, timestamp, worker=self._worker)
         self._pending.append((pending, tag))
 
-    def finish(self) -> tuple[Any, T]:
+    def finish(self) -> tuple[AnimatedResult, T]:
         """The oldest frame's AnimatedFrame and tag, waiting for its device part if needed."""
         pending, tag = self._pending.popleft()
-        return (self.animator.finish(pending) if self._split else pending), tag
+        return self.animator.finish(pending), tag
 
     def ready(self) -> bool:
         """True when the oldest frame can be finished without waiting for the device."""
-        return bool(self._pending) and (not self._split or self._pending[0][0].ready())
+        return bool(self._pending) and self._pending[0][0].ready()
 
     @property
     def full(self) -> bool:

@@ -180,10 +180,16 @@ class LiveMetrics:
             rec.alive, rec.error = False, message
             return [n for n, r in self.sinks.items() if r.alive]
 
-    def stop(self, reason: str) -> None:
-        """Record why the run ends; the first reason wins."""
+    def stop(self, reason: str, *, error: bool = False) -> None:
+        """Record why the run ends; the first reason wins, except an error's, which replaces any.
+
+        Args:
+            reason: a few words for the stats ("quit key", "end of input", "error: ...").
+            error: the run failed: this reason replaces one recorded before (e.g. the frame
+                limit reached, then the engine failing on the frames still in flight).
+        """
         with self._lock:
-            self.stop_reason = self.stop_reason or reason
+            self.stop_reason = reason if error else self.stop_reason or reason
 
     # -- readers -------------------------------------------------------------------------------
     def speed_ratio(self, recent: bool = True) -> float | None:

@@ -15,6 +15,8 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+GET_TIMEOUT_S = 0.1  # how long a live consumer waits for an item before checking its stop event
+
 
 class QueueClosed(Exception):
     """`get` on a closed, drained queue, or `put` on a closed queue."""

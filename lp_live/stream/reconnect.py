@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..core.errors import one_line
-from .capture import CaptureError, FrameSource
+from .source import CaptureError, FrameSource
 
 log = logging.getLogger(__name__)
 

@@ -88,7 +88,7 @@ def render_video(
                 if max_frames is not None and index >= max_frames:
                     break
                 if first_frame_s is None:
-                    with steps.step(first_frame_step(animator, animator.mode)):
+                    with steps.step(first_frame_step(animator.mode, animator.compiles(animator.mode))):
                         image = animator.process(frame, timestamp=t).image
                     first_frame_s = time.perf_counter() - t_start
                     log.info("first animated frame after %.1f s", first_frame_s)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -297,10 +298,29 @@ PROBED = (
 )
 
 
+@dataclass(frozen=True)
+class SinkChoice:
+    """The sinks `choose_sinks` picked, the line saying what and why, and what `auto` missed."""
+
+    sinks: list[Sink]
+    summary: str  # "output: ...; no virtual camera: ..." (the notes, one per sink `auto` could not use)
+    unavailable: dict[str, str]  # sink name -> its note, for each sink `auto` wanted but could not use
+
+
 def resolve_sinks(names: list[str] | tuple[str, ...], *, output: str | os.PathLike | None = None,
                   fps: float = 30.0, size: int | None = None, hud_on_virtualcam: bool = False,
                   device: str | None = None) -> tuple[list[Sink], str]:
-    """The sinks for `--sink` names, and one line saying what was picked and why.
+    """The sinks for `--sink` names, and one line saying what was picked and why (`choose_sinks`)."""
+    choice = choose_sinks(names, output=output, fps=fps, size=size, hud_on_virtualcam=hud_on_virtualcam,
+                          device=device)
+    return choice.sinks, choice.summary
+
+
+def choose_sinks(names: list[str] | tuple[str, ...], *, output: str | os.PathLike | None = None,
+                 fps: float = 30.0, size: int | None = None, hud_on_virtualcam: bool = False,
+                 device: str | None = None) -> SinkChoice:
+    """The sinks for `--sink` names, the line saying what was picked and why, and the sinks
+    `auto` could not use.
 
     "auto" is the virtual camera and the preview window, each when it exists (a null sink when
     neither does); `output` adds a file sink. An explicit sink that cannot work raises
@@ -313,7 +333,7 @@ def resolve_sinks(names: list[str] | tuple[str, ...], *, output: str | os.PathLi
     if "file" in names and output is None:
         raise SinkError("--sink file needs --output PATH (e.g. --output out.mp4)")
     sinks: list[Sink] = []
-    notes: list[str] = []
+    notes: dict[str, str] = {}  # sink name -> why `auto` could not use it
     found: dict[str, str] = {}  # sink name -> the device or display it found
     wanted = list(dict.fromkeys(names))
     for name, probe, refused, note in PROBED:
@@ -324,7 +344,7 @@ def resolve_sinks(names: list[str] | tuple[str, ...], *, output: str | os.PathLi
             elif name in wanted:
                 raise SinkError(refused.format(why=why))
             else:
-                notes.append(note.format(why=why))
+                notes[name] = note.format(why=why)
     if "auto" in wanted:
         at = wanted.index("auto")
         wanted[at:at + 1] = [n for n in ("virtualcam", "window") if n in found]
@@ -346,5 +366,5 @@ def resolve_sinks(names: list[str] | tuple[str, ...], *, output: str | os.PathLi
     picked = " + ".join(s.describe() + (f" ({found[s.name]})" if s.name in found else "") for s in sinks)
     if nothing:
         picked += " (frames are computed but shown nowhere)"
-    summary = f"output: {picked}" + "".join(f"; {n}" for n in notes)
-    return sinks, summary
+    summary = f"output: {picked}" + "".join(f"; {n}" for n in notes.values())
+    return SinkChoice(sinks, summary, notes)

@@ -7,6 +7,7 @@ the models load and the engine compiles.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .gate import FirstFrameGate
 from .queues import LatestQueue, QueueClosed
 
 PERIOD_S = 0.5  # a new starting frame this often (the seconds in its text count up)
@@ -52,29 +54,30 @@ def starting_image(still: np.ndarray | None, status: str, size: int | None = Non
 
 
 class StartingFrames(threading.Thread):
-    """Puts a starting frame into every queue each PERIOD_S until `ready` is set (or `stop`).
+    """Puts a starting frame into every queue each PERIOD_S until `gate` opens (or `stop`).
 
-    `ready_lock` is held while checking `ready` and putting, and by the inference thread while
-    it sets `ready`: no starting frame follows the first animated frame.
+    Each frame is put while `gate` is held closed (`FirstFrameGate.while_closed`): no starting
+    frame follows the first animated frame.
     """
 
-    def __init__(self, queues: list[LatestQueue], ready: threading.Event, ready_lock: threading.Lock,
-                 stop: threading.Event, *, still: np.ndarray | None = None, size: int | None = None,
+    def __init__(self, queues: list[LatestQueue], gate: FirstFrameGate, stop: threading.Event, *,
+                 still: np.ndarray | None = None, size: int | None = None,
                  status: Callable[[], str] = lambda: "starting") -> None:
         super().__init__(name="lp-live-starting", daemon=True)
-        self.queues, self.ready, self.ready_lock, self.stop = queues, ready, ready_lock, stop
+        self.queues, self.gate, self.stop = queues, gate, stop
         self.still, self.size, self.status = still, size, status
         self.sent = 0
 
     def run(self) -> None:
         while self.queues and not self.stop.is_set():
             frame = StartingFrame(starting_image(self.still, self.status(), self.size))
-            with self.ready_lock:
-                if self.ready.is_set():
-                    return
-                for q in self.queues:
-                    with contextlib.suppress(QueueClosed):  # that sink failed
-                        q.put(frame)
-                self.sent += 1
-            if self.ready.wait(PERIOD_S):
+            if not self.gate.while_closed(functools.partial(self._put, frame)):
                 return
+            if self.gate.wait(PERIOD_S):
+                return
+
+    def _put(self, frame: StartingFrame) -> None:
+        for q in self.queues:
+            with contextlib.suppress(QueueClosed):  # that sink failed
+                q.put(frame)
+        self.sent += 1
