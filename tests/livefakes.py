@@ -31,6 +31,7 @@ class FakeAnimator:
         self.cost = cost or {"baseline": 0.03, "optimized": 0.01}
         self.mode = mode
         self.paste_back = True
+        self.mirror = False
         self.options = AnimateOptions()
         self.weights_kind = "synthetic"
         self.device = torch.device("cpu")
@@ -59,6 +60,9 @@ class FakeAnimator:
         assert 0 <= index < self.source_count
         self.source_index = index
 
+    def set_mirror(self, on: bool) -> None:
+        self.mirror = on
+
     def set_paste_back(self, on: bool) -> None:
         self.paste_back = on
 
@@ -81,6 +85,8 @@ class FakeAnimator:
         self.calls.append(self.mode)
         face = not (self.no_face_every and len(self.calls) % self.no_face_every == 0)
         self.frames_without_face += not face
+        if self.mirror:
+            frame_rgb = frame_rgb[:, ::-1]
         h, w = frame_rgb.shape[:2]  # 512x512: 2x2 block means, which commute with a flip
         image = frame_rgb.reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3)).astype(np.uint8)
         return SimpleNamespace(image=image, face_found=face, mode=self.mode)

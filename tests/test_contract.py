@@ -15,9 +15,9 @@ from lp_live.session.animator import Animator
 from lp_live.stream import LiveAnimator
 from lp_live.stream.contract import contract_members
 
-MEMBERS = {"modes", "mode", "paste_back", "stitching", "source_count", "source_index", "warnings", "weights_kind",
-           "device", "set_mode", "reanchor", "select_source", "set_paste_back", "set_stitching", "compiles", "submit",
-           "finish", "process"}
+MEMBERS = {"modes", "mode", "paste_back", "mirror", "stitching", "source_count", "source_index", "warnings",
+           "weights_kind", "device", "set_mode", "reanchor", "select_source", "set_paste_back", "set_mirror",
+           "set_stitching", "compiles", "submit", "finish", "process"}
 METHODS = {n for n in MEMBERS if inspect.isfunction(vars(LiveAnimator)[n])}
 
 
@@ -49,8 +49,8 @@ def stub_animator() -> Animator:
 
 def test_the_contract_lists_what_the_live_path_uses():
     assert set(contract_members()) == MEMBERS
-    assert sorted(METHODS) == ["compiles", "finish", "process", "reanchor", "select_source", "set_mode",
-                               "set_paste_back", "set_stitching", "submit"]
+    assert sorted(METHODS) == ["compiles", "finish", "process", "reanchor", "select_source", "set_mirror",
+                               "set_mode", "set_paste_back", "set_stitching", "submit"]
 
 
 def test_the_real_animator_class_has_every_method_and_an_instance_every_member():

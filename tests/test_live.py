@@ -206,7 +206,7 @@ def test_toggles_paste_stitching_mirror_hud_and_reanchor(video):
 
     run_live(animator, video, stream_config(), controls=controls, max_frames=8, keyboard=False, on_frame=on_frame)
     assert animator.paste_back is False and animator.stitching is False
-    assert controls.mirror is True and controls.hud is False
+    assert animator.mirror is True and controls.hud is False
     assert animator.reanchored_before == [4]  # applied right before the 5th frame
     assert animator.calls == ["optimized"] * 8
 

@@ -145,6 +145,10 @@ class Animator:
         return self.stream.paste_back
 
     @property
+    def mirror(self) -> bool:
+        return self.stream.mirror
+
+    @property
     def stitching(self) -> bool:
         return self.stream.options.stitching
 
@@ -154,6 +158,9 @@ class Animator:
 
     def set_paste_back(self, on: bool) -> None:
         self.stream.paste_back = on
+
+    def set_mirror(self, on: bool) -> None:
+        self.stream.mirror = on
 
     def set_stitching(self, on: bool) -> None:
         self.stream.set_options(stitching=on)

@@ -63,6 +63,10 @@ class LiveAnimator(Protocol):
         """Stitching (the crop's shoulders kept in place) is on."""
 
     @property
+    def mirror(self) -> bool:
+        """Driving frames are flipped horizontally before anything else (selfie view)."""
+
+    @property
     def source_count(self) -> int:
         """How many source photos are loaded (keys 1-9 select one)."""
 
@@ -96,6 +100,9 @@ class LiveAnimator(Protocol):
 
     def set_stitching(self, on: bool) -> None:
         """Turn stitching on or off from the next frame on (a frame in flight keeps its own options)."""
+
+    def set_mirror(self, on: bool) -> None:
+        """Flip driving frames from the next frame on."""
 
     def compiles(self, mode: str) -> bool:
         """True when the first frame of engine `mode` compiles it (the progress step says so)."""

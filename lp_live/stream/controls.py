@@ -29,18 +29,16 @@ class Controls:
     """Requested changes from hotkeys, applied to the Animator by the inference thread.
 
     Args:
-        mirror: flip the driving frame horizontally (selfie view).
         hud: draw the HUD on the sinks that show it.
         pip: draw the driving frame small in a corner of the sinks that show the HUD.
 
     `quit` is set by q or Esc, and `on_quit` (if set; run_live sets its stop event) is called.
     """
 
-    def __init__(self, *, mirror: bool = False, hud: bool = True, pip: bool = False) -> None:
+    def __init__(self, *, hud: bool = True, pip: bool = False) -> None:
         self._lock = threading.Lock()
         self._pending: list[str] = []
         self._switches = [0, 0]  # engine switches (`b`) pressed, and taken by `apply`
-        self.mirror = mirror
         self.hud = hud
         self.pip = pip
         self.quit = threading.Event()
@@ -94,7 +92,7 @@ class Controls:
             elif key == "s":
                 animator.set_stitching(not animator.stitching)  # a frame in flight keeps its own options
             elif key == "m":
-                self.mirror = not self.mirror
+                animator.set_mirror(not animator.mirror)
         return t
 
     def _switch_engine(self, animator: LiveAnimator) -> None:

@@ -59,6 +59,7 @@ class _Submitted:
     t_controls: float
     calibration: bool
     warmup: bool  # the first frame of its engine: lazy init, compile, graph capture
+    mirrored: bool  # the animator mirrors it (the picture-in-picture shows it as the engine sees it)
 
 
 class _BusyClock:
@@ -103,11 +104,13 @@ class InferenceThread(threading.Thread):
                  outs: list[LatestQueue[OutputFrame]], controls: Controls, metrics: LiveMetrics,
                  stop: threading.Event, *, max_frames: int | None = None, calibrate_frames: int = 0,
                  in_flight: int = 1, on_frame: Callable[[OutputFrame], None] | None = None,
-                 progress: Progress | None = None, gate: FirstFrameGate | None = None) -> None:
+                 progress: Progress | None = None, gate: FirstFrameGate | None = None,
+                 mirror: bool = False) -> None:
         super().__init__(name="lp-live-inference", daemon=True)
         if in_flight not in DEPTHS:
             raise ValueError(f"in_flight must be 1 or 2, got {in_flight}")
         self._build = build
+        self._mirror = mirror  # the animator's mirror setting at start (`m` toggles it)
         self.animator: LiveAnimator | None = None  # built when the thread starts
         self.inp, self.outs, self.controls, self.metrics, self.stop = inp, outs, controls, metrics, stop
         self.max_frames = max_frames
@@ -126,6 +129,7 @@ class InferenceThread(threading.Thread):
     def run(self) -> None:
         try:
             self.animator = self._build()
+            self.animator.set_mirror(self._mirror)
             self.flight = InFlight(self.animator, self.in_flight)
             self._clock = _BusyClock()
             calibrate = self.calibrate_frames > 0 and len(self.animator.modes) > 1
@@ -190,14 +194,12 @@ class InferenceThread(threading.Thread):
     def _submit(self, frame: CapturedFrame, calibration: bool = False) -> None:
         """Start `frame`; then finish the oldest frames until there is room for the next one.
         An engine's first frame runs alone, as a progress step (it may compile the engine)."""
-        if self.controls.mirror:
-            frame = CapturedFrame(frame.seq, frame.t_capture, np.ascontiguousarray(frame.image[:, ::-1]))
         image = frame.image
         mode = self.animator.mode
         warmup = mode not in self._warm
         self._warm.add(mode)
         self.frames += 1
-        submitted = _Submitted(frame, self._t_controls, calibration, warmup)
+        submitted = _Submitted(frame, self._t_controls, calibration, warmup, self.animator.mirror)
         if warmup:
             self._drain()
             with self.progress.step(first_frame_step(mode, self.animator.compiles(mode))):
@@ -216,7 +218,8 @@ class InferenceThread(threading.Thread):
         self.metrics.record_inference(result.mode, ms, face_found=result.face_found, calibration=sub.calibration,
                                       warmup=sub.warmup)
         out = OutputFrame(sub.frame.seq, sub.frame.t_capture, result.image, result.mode, result.face_found,
-                          sub.t_controls, ms, sub.calibration, driving=sub.frame.image)
+                          sub.t_controls, ms, sub.calibration,
+                          driving=sub.frame.image[:, ::-1] if sub.mirrored else sub.frame.image)
         if self.gate.open():  # no "starting…" frame is put after this one
             log.info("running: first animated frame after %.1f s", self.metrics.first_animated())
         for q in self.outs:

@@ -140,7 +140,7 @@ class LiveSession:
         self.summary = summary or "output: " + " + ".join(s.describe() for s in sinks)
         self.stop = threading.Event()
         self.entered = False  # `run` was called (it then handles every signal itself)
-        self.controls = controls or Controls(mirror=config.mirror, hud=config.hud)
+        self.controls = controls or Controls(hud=config.hud)
         self.metrics = LiveMetrics([s.name for s in sinks], primary_sink(sinks), modes)
         self.capture_q: LatestQueue[CapturedFrame] = LatestQueue(1, "capture")
         self.sink_qs = {s.name: LatestQueue(1, f"sink:{s.name}", placeholders=(StartingFrame,)) for s in sinks}
@@ -148,7 +148,8 @@ class LiveSession:
         self.inference = InferenceThread(build, self.capture_q, list(self.sink_qs.values()), self.controls,
                                          self.metrics, self.stop, max_frames=max_frames,
                                          calibrate_frames=config.calibrate_frames, in_flight=config.in_flight,
-                                         on_frame=on_frame, progress=self.progress, gate=self.first_frame)
+                                         on_frame=on_frame, progress=self.progress, gate=self.first_frame,
+                                         mirror=config.mirror)
         # a video file used as the camera gives its first frame, then waits for the engine to be ready
         self.capture = CaptureThread(source, self.capture_q, self.stop, pace=config.pace,
                                      wait_for=self.first_frame if source.is_file else None)

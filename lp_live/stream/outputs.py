@@ -95,7 +95,7 @@ class Outputs:
             modes=tuple(animator.modes),
             paste_back=bool(animator.paste_back),
             stitching=bool(animator.stitching),
-            mirror=self.controls.mirror,
+            mirror=bool(animator.mirror),
             face_found=out.face_found,
             warnings=self.warnings + tuple(animator.warnings),
         )
