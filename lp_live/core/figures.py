@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -19,3 +19,12 @@ def rate(times: Sequence[float]) -> float | None:
     if len(times) < 2 or times[-1] <= times[0]:
         return None
     return (len(times) - 1) / (times[-1] - times[0])
+
+
+def speed_ratio(ms_per_frame: Mapping[str, Sequence[float]]) -> float | None:
+    """Median baseline ms / median optimized ms: how many times faster the optimized engine is
+    (None until both have frames)."""
+    base, opt = ms_per_frame.get("baseline"), ms_per_frame.get("optimized")
+    if not base or not opt:
+        return None
+    return float(np.median(base) / np.median(opt))

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.figures import percentiles
+from ..core.figures import percentiles, speed_ratio
 from ..session import DrivingInput, DrivingStream, EnginePool, finish, launch
 from .sessions import Driving, Session
 
@@ -159,7 +159,6 @@ class Scheduler:
         p50, p95 = percentiles([ms for _, ms, _ in recent])
         batches = [n for _, _, n in recent]
         medians = {m: statistics.median(v) for m, v in self.per_frame_ms.items() if v}
-        ratio = medians["baseline"] / medians["optimized"] if {"baseline", "optimized"} <= medians.keys() else None
         sessions = [s.stats() for s in self.sessions.values()]
         return {
             "sessions": len(sessions),
@@ -169,7 +168,7 @@ class Scheduler:
             "batch_mean": statistics.fmean(batches) if batches else None,
             "batch_max": max(batches, default=None),
             "engine_ms_per_frame": medians,
-            "speed_ratio": ratio,
+            "speed_ratio": speed_ratio(self.per_frame_ms),
             "output_fps": sum(s["fps"] or 0.0 for s in sessions),
             "per_session": sessions,
         }

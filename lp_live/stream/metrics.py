@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.figures import percentiles, rate
+from ..core.figures import percentiles, rate, speed_ratio
 from .rss import RssSeries
 
 ROLLING = 60  # samples behind each live (HUD) figure
@@ -195,11 +195,7 @@ class LiveMetrics:
     def speed_ratio(self, recent: bool = True) -> float | None:
         """Median baseline ms / median optimized ms (how many times faster optimized is)."""
         with self._lock:
-            src = self.recent_ms if recent else self.inference_ms
-            base, opt = src.get("baseline"), src.get("optimized")
-            if not base or not opt:
-                return None
-            return float(np.median(base) / np.median(opt))
+            return speed_ratio(self.recent_ms if recent else self.inference_ms)
 
     def live(self, sink: str | None = None) -> dict[str, float | None]:
         """Rolling figures for the HUD, at `sink` (default: the primary sink)."""
