@@ -4,6 +4,8 @@ face, hotkeys and uncropped driving videos; and the no-face rule they share."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -132,3 +134,69 @@ def test_no_face_holds_the_image_until_something_changes(synthetic_models, video
     outcome, crop = step(blank, 0.16)
     assert outcome is Outcome.ANIMATED and crop.shape == (256, 256, 3)
     assert stream.frames_without_face == 4 and stream.frames == 5
+
+
+class LandmarkDetector:
+    """Haar faces with the kit's 203-point landmarks attached, as the landmark model would give them."""
+
+    def __init__(self, source_lmk: np.ndarray, driving_lmk: np.ndarray) -> None:
+        from lp_live.face import HaarFaceDetector
+
+        self.haar, self.source_lmk, self.driving_lmk, self.seen = HaarFaceDetector(), source_lmk, driving_lmk, 0
+
+    def detect(self, image_rgb: np.ndarray):
+        face = self.haar.detect(image_rgb)
+        return None if face is None else dataclasses.replace(face, landmarks203=self.source_lmk)
+
+    def track(self, image_rgb: np.ndarray):
+        face = self.haar.track(image_rgb)
+        self.seen += 1
+        lmk = self.driving_lmk[self.seen % len(self.driving_lmk)]
+        return None if face is None else dataclasses.replace(face, landmarks203=lmk)
+
+    def reset(self) -> None:
+        self.haar.reset()
+
+
+def test_the_server_retargets_eyes_and_lips_per_stream(kit, synthetic_models, video):
+    """With landmarks, each session's own eye/lip ratios reach the batched engine call, and the
+    frames change with retargeting on."""
+    pytest.importorskip("aiortc")
+    import av
+
+    from lp_live.server.scheduler import Job, Scheduler
+    from lp_live.server.sessions import Driving, Session
+    from lp_live.session import EnginePool
+
+    fx = kit[1].load_fixture("math")
+    source_lmk, driving_lmk = np.asarray(fx["lmk.source"]), np.asarray(fx["lmk.driving"])
+    frames = _clip(video)[:2]
+
+    def run(retarget: bool) -> tuple[list[np.ndarray], list]:
+        config = _config(True)
+        config.animation.eye_retargeting = config.animation.lip_retargeting = retarget
+        config.animation.smoothing = False
+        detector = LandmarkDetector(source_lmk, driving_lmk)
+        photo = load_photo(read_image(DEFAULT_SOURCE), detector, input_size=128, device=torch.device("cpu"))
+        assert photo.ratios is not None
+        scheduler = Scheduler(EnginePool(engine_factory(config, synthetic_models, torch.device("cpu")), ("baseline",)))
+        engine, seen = scheduler.pool.get("baseline"), []
+        real = engine.animate_batch
+        engine.animate_batch = lambda *a, **kw: seen.append(kw.get("ratios")) or real(*a, **kw)
+        sessions = [Session(str(i), DrivingStream(photo, LandmarkDetector(source_lmk, driving_lmk), input_size=128,
+                                                  options=config.animation.options(), paste_back=False), "baseline")
+                    for i in range(2)]
+        try:
+            images = []
+            for i, frame in enumerate(frames):
+                jobs = [Job(s, Driving(av.VideoFrame.from_ndarray(frame, format="rgb24"), i / 25)) for s in sessions]
+                images += [r.image for r in scheduler.step(jobs)]
+        finally:
+            scheduler.worker.shutdown()
+            scheduler.host.shutdown()
+        return images, seen
+
+    plain, _ = run(False)
+    retargeted, seen = run(True)
+    assert len(seen) == 2 and all(r is not None and r.eye.shape == (2, 2) and r.lip.shape == (2, 1) for r in seen)
+    assert any(not np.array_equal(a, b) for a, b in zip(plain, retargeted))
