@@ -71,6 +71,14 @@ def test_cache_miss_measures_then_the_cache_answers(env):
     assert third.source == "measured" and calls == [2, 2]
 
 
+def test_choosing_writes_no_environment_variable(env):
+    environ, calls = env
+    tuning = cputune.choose_threading()
+    assert tuning.source == "measured" and tuning.env == {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert "OMP_NUM_THREADS" not in environ and "OMP_WAIT_POLICY" not in environ and calls == [2]
+    assert cputune.choose_threading().source == "cache" and "OMP_WAIT_POLICY" not in environ
+
+
 def test_the_users_environment_wins(env):
     environ, calls = env
     cputune.set_process_threading()  # caches (2, PASSIVE)
