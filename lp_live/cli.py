@@ -22,6 +22,8 @@ from . import __version__
 from .core import cpuload, cputune, signals
 from .core.config import RUN_SECTIONS, Config, add_flags, load_config, overrides_from_args
 from .core.errors import UserError
+from .core.modes import MODES
+from .core.usercache import cache_path
 from .stream.hotkeys import describe as describe_hotkeys
 
 log = logging.getLogger("lp_live")
@@ -135,6 +137,7 @@ def cmd_run(argv: list[str]) -> int:
     photos = source_photos(args.source)
     check_outputs(args.output, args.stats_json, [*photos, args.camera])  # before anything loads
     cfg = config_from_args(args)
+    configure_cpu_threading(cfg.engine.device)
     from .core.progress import Progress
     from .session import DEFAULT_SOURCE, build_animator, fit_source, read_image
 
@@ -198,14 +201,15 @@ def _render(args: argparse.Namespace, cfg: Config, source_rgb, progress) -> int:
 
 
 def cmd_bench(argv: list[str]) -> int:
-    from .tools import bench
+    from .tools import bench_format
 
-    p = Parser(prog="lp-live bench", description=bench.__doc__.splitlines()[0])
+    p = Parser(prog="lp-live bench", description="Baseline vs optimized engine, measured side by side in one "
+               "process on the same inputs.")
     p.add_argument("--json", nargs="?", const="-", metavar="PATH", help="write results as JSON (no PATH: stdout)")
     p.add_argument("--plot", type=Path, metavar="PATH", help="write a PNG chart of the comparison")
     p.add_argument("--frames", type=int, default=None, help="timed frames per mode (default: 20 on CUDA, 3 on CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed frames per mode (default: 3 on CUDA, 1 on CPU)")
-    p.add_argument("--modes", nargs="+", choices=("baseline", "optimized"), default=["baseline", "optimized"],
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
                    help="engines to time (default: both)")
     p.add_argument("--batch", nargs="+", default=["1"], metavar="B",
                    help="driving frames per step, one or more sizes: --batch 1 2 4 or --batch 1,2,4 (default: 1)")
@@ -234,21 +238,24 @@ def cmd_bench(argv: list[str]) -> int:
     if getattr(args, "engine.weights") is None:
         setattr(args, "engine.weights", "synthetic")
     try:
-        batches = bench.parse_batches(args.batch)
+        batches = bench_format.parse_batches(args.batch)
     except ValueError as e:
         p.error(f"--batch: {e}")
     cfg = config_from_args(args)
+    configure_cpu_threading(cfg.engine.device, retune=args.retune)
+    from .tools import bench  # torch: after the threading is set
+
     results = bench.run(cfg, modes=args.modes, frames=args.frames, warmup=args.warmup, batch=batches,
                         source=args.source, driving=args.driving, kernels=args.kernels, stages=args.stages,
                         profile=args.profile, load=args.load)
     if args.json and args.json != "-":
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    print(bench.format_table(results), file=sys.stderr if args.json == "-" else sys.stdout)
+    print(bench_format.format_table(results), file=sys.stderr if args.json == "-" else sys.stdout)
     if args.json == "-":
         print(json.dumps(results, indent=2))
     if args.plot:
-        bench.plot(results, args.plot)
+        bench_format.plot(results, args.plot)
     return 0
 
 
@@ -297,6 +304,7 @@ def cmd_serve(argv: list[str]) -> int:
     _setup_logging(args.verbose)
     logging.getLogger("lp_live").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     cfg = config_from_args(args)
+    configure_cpu_threading(cfg.engine.device)
     asyncio.run(_serve_package().serve_forever(cfg))
     return 0
 
@@ -323,6 +331,7 @@ def cmd_serve_bench(argv: list[str]) -> int:
     if getattr(args, "engine.weights") is None:
         setattr(args, "engine.weights", "synthetic")
     cfg = config_from_args(args)
+    configure_cpu_threading(cfg.engine.device)
     _serve_package()
     from .tools import serve_bench as serve_bench
 
@@ -339,24 +348,23 @@ COMMANDS = {"bench": cmd_bench, "download-weights": cmd_download, "doctor": cmd_
             "serve-bench": cmd_serve_bench}
 
 
-def _configure_cpu_threading(argv: list[str], *, bench: bool) -> None:
-    """Set the measured (or cached) CPU threading before anything imports torch (`cputune`)."""
-    if {"-h", "--help", "--version", "--list-cameras"} & set(argv) or _device_flag(argv).startswith("cuda"):
-        return  # nothing runs on the CPU's thread pools (a CUDA run's host threads keep torch's defaults)
-    tuning = cputune.configure(retune=bench and "--retune" in argv, on_measure=lambda: print(
+def configure_cpu_threading(device: str, *, retune: bool = False) -> None:
+    """Set this process's measured (or cached) CPU threading (`cputune.set_process_threading`) before torch loads.
+
+    Called once per command, after its arguments and configuration are parsed and checked.
+
+    Args:
+        device: the configured `engine.device` (file or flag); a CUDA run skips it (nothing runs
+            on the CPU's thread pools; its host threads keep torch's defaults).
+        retune: measure again and replace the cached choice (`lp-live bench --retune`).
+    """
+    if device.startswith("cuda"):
+        return
+    tuning = cputune.set_process_threading(retune=retune, on_measure=lambda: print(
         "lp-live: measuring the CPU threading for this machine (once, a few seconds)", file=sys.stderr))
     if tuning.source == "measured":
-        print(f"lp-live: CPU threading: {tuning.choice.label} (cached in {cputune.cache_path()})", file=sys.stderr)
-
-
-def _device_flag(argv: list[str]) -> str:
-    """The value of a `--device` flag in `argv` ("" when none is given)."""
-    for i, arg in enumerate(argv):
-        if arg == "--device" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--device="):
-            return arg.split("=", 1)[1]
-    return ""
+        print(f"lp-live: CPU threading: {tuning.choice.label} (cached in {cache_path(cputune.CACHE_NAME)})",
+              file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -368,8 +376,6 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
     with signals.handled(program=program):
         try:
-            if command in (cmd_run, cmd_bench, cmd_serve, cmd_serve_bench):
-                _configure_cpu_threading(argv, bench=command is cmd_bench)
             code = command(argv)
         except UserError as e:
             print(f"lp-live: error: {e}", file=sys.stderr)

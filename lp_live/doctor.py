@@ -175,7 +175,7 @@ def check_face_detector() -> Check:
 
 def check_cpu_threading() -> Check:
     """The measured CPU threading and per-network precision for this machine (informational)."""
-    from .core import cputune
+    from .core import cputune, usercache
 
     cached = cputune.read_cache(cputune.machine_key())
     if cached is None:
@@ -184,7 +184,7 @@ def check_cpu_threading() -> Check:
     choice, entry = cached
     user = ", ".join(f"{k}={v}" for k, v in cputune.threading_env().items())
     detail = f"{choice.label} (measured {entry.get('measured', '?')}" + (f"; your {user} wins" if user else "") + ")"
-    precisions = [e["precisions"] for k, e in (cputune.cache_entries(cputune.PRECISION_CACHE_NAME) or {}).items()
+    precisions = [e["precisions"] for k, e in (usercache.cache_entries(cputune.PRECISION_CACHE_NAME) or {}).items()
                   if k.startswith(cputune.machine_key()) and isinstance(e, dict) and "precisions" in e]
     if precisions:
         detail += "; CPU precision " + ", ".join(f"{n} {p}" for n, p in precisions[-1].items())

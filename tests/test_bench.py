@@ -8,7 +8,7 @@ import pytest
 
 from lp_live import cli
 from lp_live.core.cpuload import max_load
-from lp_live.tools.bench import format_table, parse_batches
+from lp_live.tools.bench_format import format_table, parse_batches
 
 
 def test_parse_batches():

@@ -197,3 +197,32 @@ def test_input_sizes_outside_the_working_set_are_refused_by_the_engine():
 
     with pytest.raises(ValueError, match="one of"):
         EngineBase(None, "cpu", input_size=192)
+
+
+def test_the_device_and_retune_come_from_the_parsed_configuration(tmp_path, monkeypatch):
+    """`engine.device` in a YAML file decides the CPU threading step as the flag does; bench's --retune reaches it."""
+    from lp_live import cli
+    from lp_live.core import cputune
+
+    calls = []
+
+    class Configured(Exception):
+        pass
+
+    def threading_step(*, retune=False, on_measure=None):
+        calls.append(retune)
+        raise Configured
+
+    monkeypatch.setattr(cputune, "set_process_threading", threading_step)
+    cuda, cpu = tmp_path / "cuda.yaml", tmp_path / "cpu.yaml"
+    cuda.write_text("engine:\n  device: cuda\n")
+    cpu.write_text("engine:\n  device: cpu\n")
+    render = ["--weights", "synthetic", "--camera", str(tmp_path / "missing.mp4"), "--output", str(tmp_path / "o.mp4")]
+    assert cli.main(["--config", str(cuda), *render]) == 2 and calls == []  # CUDA: no CPU threading step
+    with pytest.raises(Configured):
+        cli.main(["--config", str(cpu), *render])
+    with pytest.raises(Configured):
+        cli.main(["bench", "--config", str(cpu), "--retune"])
+    with pytest.raises(Configured):
+        cli.main(["bench", "--config", str(cuda), "--device", "cpu"])  # the flag overrides the file
+    assert calls == [False, True, False]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from lp_live.core import cpuload, cputune
+from lp_live.core import cpuload, cputune, usercache
 from lp_live.core.cputune import Threading
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,29 +59,37 @@ def test_candidates_and_the_choice():
 
 def test_cache_miss_measures_then_the_cache_answers(env):
     environ, calls = env
-    first = cputune.configure()
+    first = cputune.set_process_threading()
     assert first.source == "measured" and first.choice == Threading(2, "PASSIVE") and calls == [2]
     assert environ["OMP_NUM_THREADS"] == "2" and environ["OMP_WAIT_POLICY"] == "PASSIVE"
     assert cputune.applied() is first and first.env == {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
     del environ["OMP_NUM_THREADS"], environ["OMP_WAIT_POLICY"]
-    second = cputune.configure()
+    second = cputune.set_process_threading()
     assert second.source == "cache" and second.choice == first.choice and calls == [2]  # not measured again
     assert second.timings == FAKE and environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    third = cputune.configure(retune=True)
+    third = cputune.set_process_threading(retune=True)
     assert third.source == "measured" and calls == [2, 2]
+
+
+def test_choosing_writes_no_environment_variable(env):
+    environ, calls = env
+    tuning = cputune.choose_threading()
+    assert tuning.source == "measured" and tuning.env == {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert "OMP_NUM_THREADS" not in environ and "OMP_WAIT_POLICY" not in environ and calls == [2]
+    assert cputune.choose_threading().source == "cache" and "OMP_WAIT_POLICY" not in environ
 
 
 def test_the_users_environment_wins(env):
     environ, calls = env
-    cputune.configure()  # caches (2, PASSIVE)
+    cputune.set_process_threading()  # caches (2, PASSIVE)
     environ.pop("OMP_WAIT_POLICY")
     environ["OMP_NUM_THREADS"] = "1"  # the user's thread count, the cached wait policy
-    tuning = cputune.configure()
+    tuning = cputune.set_process_threading()
     assert environ["OMP_NUM_THREADS"] == "1" and environ["OMP_WAIT_POLICY"] == "PASSIVE"
     assert tuning.env == {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     environ.pop("OMP_WAIT_POLICY")
     environ["GOMP_SPINCOUNT"] = "1000"  # a libgomp wait setting: no OMP_WAIT_POLICY beside it
-    tuning = cputune.configure()
+    tuning = cputune.set_process_threading()
     assert tuning.source == "env" and "OMP_WAIT_POLICY" not in environ and calls == [2]
 
 
@@ -90,10 +98,10 @@ def test_the_users_environment_wins(env):
                                      '{"version": 1, "entries": {"KEY": {"threads": 2, "wait_policy": "SPIN"}}}'])
 def test_a_bad_cache_file_is_ignored_and_replaced(env, content):
     _, calls = env
-    path = cputune.cache_path()
+    path = usercache.cache_path(cputune.CACHE_NAME)
     path.parent.mkdir(parents=True)
     path.write_text(content.replace("KEY", cputune.machine_key()))
-    tuning = cputune.configure()
+    tuning = cputune.set_process_threading()
     assert tuning.source == "measured" and calls == [2]
     data = json.loads(path.read_text())
     assert data["entries"][cputune.machine_key()]["wait_policy"] == "PASSIVE"
@@ -102,7 +110,7 @@ def test_a_bad_cache_file_is_ignored_and_replaced(env, content):
 def test_nothing_is_applied_once_torch_is_loaded(env, monkeypatch):
     environ, calls = env
     monkeypatch.setattr(cputune, "_torch_loaded", lambda: True)
-    tuning = cputune.configure()
+    tuning = cputune.set_process_threading()
     assert tuning.source == "not applied" and calls == [] and "OMP_NUM_THREADS" not in environ
 
 
@@ -163,7 +171,7 @@ def test_auto_precision_comes_from_the_cache_per_network(monkeypatch, tmp_path, 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
     monkeypatch.setattr(cpu_precision, "measure", lambda: pytest.fail("measured despite the cache"))
-    cputune.store_cache_entry(cputune.PRECISION_CACHE_NAME, cpu_precision.cache_key(),
+    usercache.store_cache_entry(cputune.PRECISION_CACHE_NAME, cpu_precision.cache_key(),
                               {"precisions": {"warping": "bf16", "generator": "fp32"}})
     engine = optimized.OptimizedEngine(synthetic_models, "cpu", input_size=128, precision="auto", compile=False)
     assert engine.precision_source == "cache" and engine.precision == "W bf16, G fp32"
@@ -186,7 +194,7 @@ def test_auto_precision_measures_on_a_cache_miss(monkeypatch, tmp_path):
                                                            "generator": {"fp32": 10.0, "bf16": 5.0}})
     dtypes, source = precision.resolve_precisions("auto", torch.device("cpu"))
     assert source == "measured" and dtypes == {"warping": torch.float32, "generator": torch.bfloat16}
-    assert cputune.cache_entry(cputune.PRECISION_CACHE_NAME, cpu_precision.cache_key())["precisions"] == {
+    assert usercache.cache_entry(cputune.PRECISION_CACHE_NAME, cpu_precision.cache_key())["precisions"] == {
         "warping": "fp32", "generator": "bf16"}
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)  # emulated bf16: never measured
     assert precision.resolve_precisions("auto", torch.device("cpu")) == (

@@ -19,6 +19,7 @@ import aiohttp
 from aiortc import RTCPeerConnection
 
 from lp_live.core.config import Config
+from lp_live.core.modes import MODES
 from lp_live.server import SERVER, background_server
 from lp_live.server.sources import SourceError, decode_photo, image_size
 from lp_live.tools.client import LoopTrack, read_video, stats, stream, upload
@@ -92,9 +93,10 @@ def test_two_clients_get_animated_frames_at_the_right_sizes(server, driving):
     assert figures and figures[-1]["frames_in"] >= figures[-1]["frames_out"] >= 1
     assert figures[-1]["server_latency_ms"]["p50"] > 0
     assert figures[-1]["stitching"] is False and figures[-1]["mirror"] is True  # the controls were applied
+    assert figures[-1]["modes"] == list(MODES)  # the page's `b` cycles through the server's engines
     assert any("unknown mode 'fastest'" in m.get("error", "") for m in plain.messages)
     after = run(_alive(server.url))
-    assert after["steps"] >= 2 and after["frames"] >= 3
+    assert after["steps"] >= 2 and after["frames"] >= 3 and after["modes"] == list(MODES)
     assert after["batch_max"] == 2  # the two sessions shared a step
 
 

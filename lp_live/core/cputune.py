@@ -11,7 +11,7 @@ AMX) with one busy process beside it: an element-wise add of 393k floats 7.9 ms 
 (0.12 ms quiet), 0.2 ms with OMP_WAIT_POLICY=PASSIVE or 1 thread; the motion extractor
 (eager, 256) 6.8 s with 2 threads, 0.34 s with PASSIVE, 0.75 s with 1 thread. Quiet, PASSIVE
 costs a little (threads sleep and are woken per region), so neither setting is right
-everywhere: `configure()` measures.
+everywhere: `choose_threading()` measures.
 
 How: the thread count and wait policy must be in the environment before torch is imported
 (libgomp reads them when it loads), so the candidates are timed in short subprocesses, one per
@@ -19,15 +19,17 @@ wait policy (the thread count can change inside one): a small workload of the en
 ops (2-D and 3-D convs, norms, element-wise ops), once quiet and once beside one competing busy
 process (`CompetingLoad`). The candidate with the least quiet + loaded time wins: the loaded
 time is what a user on a call sees, the quiet time breaks ties. The choice is cached per CPU
-model, torch version and CPU count in <user cache>/lp-live/cpu-threading.json; `lp-live bench
+model, torch version and CPU count in <user cache>/lp-live/cpu-threading.json (`usercache`); `lp-live bench
 --retune` measures again. A user's own OMP_NUM_THREADS / OMP_WAIT_POLICY (or GOMP_SPINCOUNT,
 KMP_BLOCKTIME) always wins over the choice. This module imports no torch (its probe
 subprocesses do).
+
+Deciding (`choose_threading`) only reads the environment; one step writes it:
+`set_process_threading`, which the CLI calls once at a command's start.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
@@ -41,11 +43,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from . import usercache
+
 log = logging.getLogger(__name__)
 
 CACHE_NAME = "cpu-threading.json"
 PRECISION_CACHE_NAME = "cpu-precision.json"  # written by engine.cpu_precision; `--retune` clears it too
-CACHE_VERSION = 1
 WAIT_POLICIES = ("default", "PASSIVE")  # default: libgomp spins, then sleeps; PASSIVE: sleeps at once
 THREAD_VARS = ("OMP_NUM_THREADS",)
 WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")  # libgomp; KMP_*: Intel's libiomp
@@ -74,12 +77,12 @@ class Threading:
 
 @dataclass
 class Tuning:
-    """What `configure()` decided and set, for reports (bench JSON, doctor).
+    """What `choose_threading()` decided (and `set_process_threading` set), for reports (bench JSON, doctor).
 
     source: "measured", "cache", "env" (the user's variables cover everything), "failed"
         (measurement failed: torch's defaults), or "not applied" (torch was imported first).
     choice: the measured or cached best, None where nothing was measured or cached.
-    env: the threading variables in effect for this process, the user's included.
+    env: the threading variables in effect for this process once set, the user's included.
     timings: mean ms per probe step, {candidate label: {"quiet": ms, "loaded": ms}}.
     """
 
@@ -96,7 +99,14 @@ class Tuning:
         return d
 
 
-_applied: Tuning | None = None  # set once per process, before torch loads
+class _Applied:
+    """What `set_process_threading` set in this process (once, before torch loads)."""
+
+    def __init__(self) -> None:
+        self.tuning: Tuning | None = None
+
+
+_applied = _Applied()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,62 +176,9 @@ def machine_key() -> str:
     return f"{cpu_model()} | torch {torch_version()} | {usable_cpus()} cpus"
 
 
-def cache_path(name: str = CACHE_NAME) -> Path:
-    """<user cache>/lp-live/`name`: $XDG_CACHE_HOME or ~/.cache."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "lp-live" / name
-
-
-def cache_entries(name: str) -> dict[str, dict] | None:
-    """All entries of the JSON cache file `name`, or None (missing, unreadable or malformed files
-    are ignored, with a warning for the last two; so are malformed entries)."""
-    path = cache_path(name)
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict) or data.get("version") != CACHE_VERSION or not isinstance(
-                data.get("entries"), dict):
-            raise ValueError(f"not a version {CACHE_VERSION} cache")
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError
-        log.warning("ignoring the cache file %s (%s: %s)", path, type(e).__name__, e)
-        return None
-    return {k: v for k, v in data["entries"].items() if isinstance(v, dict)}
-
-
-def cache_entry(name: str, key: str) -> dict | None:
-    """The entry for `key` in the JSON cache file `name`, or None (see `cache_entries`)."""
-    return (cache_entries(name) or {}).get(key)
-
-
-def forget_cache_entries(name: str, prefix: str) -> None:
-    """Drop the entries of cache file `name` whose key starts with `prefix`."""
-    entries = cache_entries(name)
-    if entries and any(k.startswith(prefix) for k in entries):
-        _write_cache_file(name, {k: v for k, v in entries.items() if not k.startswith(prefix)})
-
-
-def _write_cache_file(name: str, entries: dict[str, dict]) -> None:
-    path = cache_path(name)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=2) + "\n")
-        tmp.replace(path)  # atomic: a concurrent reader sees the old or the new file
-    except OSError as e:
-        log.warning("cannot write the cache file %s: %s", path, e)
-
-
-def store_cache_entry(name: str, key: str, entry: dict) -> None:
-    """Add or replace `key` in the JSON cache file `name` (a malformed file is started afresh)."""
-    entries = cache_entries(name) or {}
-    entries[key] = {**entry, "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    _write_cache_file(name, entries)
-
-
 def read_cache(key: str) -> tuple[Threading, dict] | None:
     """The cached threading choice for `key` and its entry, or None (a malformed entry is ignored)."""
-    entry = cache_entry(CACHE_NAME, key)
+    entry = usercache.cache_entry(CACHE_NAME, key)
     if entry is None:
         return None
     try:
@@ -235,7 +192,7 @@ def read_cache(key: str) -> tuple[Threading, dict] | None:
 
 
 def write_cache(key: str, choice: Threading, timings: dict, openmp: str) -> None:
-    store_cache_entry(CACHE_NAME, key, {"threads": choice.threads, "wait_policy": choice.wait_policy,
+    usercache.store_cache_entry(CACHE_NAME, key, {"threads": choice.threads, "wait_policy": choice.wait_policy,
                                         "timings": timings, "openmp": openmp})
 
 
@@ -354,27 +311,27 @@ def _torch_loaded() -> bool:
     return "torch" in sys.modules
 
 
-def configure(*, retune: bool = False, on_measure: Callable[[], None] | None = None) -> Tuning:
-    """Set this process's CPU threading variables from the cached or measured choice.
+def choose_threading(*, retune: bool = False, on_measure: Callable[[], None] | None = None) -> Tuning:
+    """The CPU threading for this process, from the user's variables, the cache or a measurement.
 
-    Call before torch is imported (the CLI does, for commands that run the networks). Variables
-    the user set are kept. With `retune`, measure again and replace the cached choice.
-    `on_measure` is called just before a measurement starts (to tell the user why they wait).
+    Reads the environment and writes only the cache file: `set_process_threading` applies the result.
+
+    Args:
+        retune: measure again and replace the cached choice (and forget the cached CPU precisions,
+            which depend on the threading).
+        on_measure: called just before a measurement starts (to tell the user why they wait).
     """
-    global _applied
     key = machine_key()
     if _torch_loaded():
         log.debug("CPU threading not applied: torch was imported first")
-        _applied = Tuning("not applied", None, threading_env(), key)
-        return _applied
+        return Tuning("not applied", None, threading_env(), key)
     user = threading_env()
     user_threads = any(k in user for k in THREAD_VARS)
     user_wait = any(k in user for k in WAIT_VARS)
     if user_threads and user_wait and not retune:
-        _applied = Tuning("env", None, user, key)
-        return _applied
+        return Tuning("env", None, user, key)
     if retune:  # the precision timings depend on the threading: measured again at the next engine build
-        forget_cache_entries(PRECISION_CACHE_NAME, key)
+        usercache.forget_cache_entries(PRECISION_CACHE_NAME, key)
     cached = None if retune else read_cache(key)
     if cached is not None:
         choice, entry = cached
@@ -390,30 +347,46 @@ def configure(*, retune: bool = False, on_measure: Callable[[], None] | None = N
             choice = choose(timings, candidates(cores)) if timings else candidates(cores)[0]
         except (OSError, RuntimeError, ValueError, KeyError, IndexError, subprocess.TimeoutExpired) as e:
             log.warning("CPU threading measurement failed (%s); using torch's defaults", e)
-            _applied = Tuning("failed", None, user, key)
-            return _applied
+            return Tuning("failed", None, user, key)
         log.info("CPU threading measured in %.1f s: %s (%s)", time.perf_counter() - t0, choice.label,
                  ", ".join(f"{k}: {v['quiet']:.1f} ms quiet, {v['loaded']:.1f} ms loaded" for k, v in timings.items()))
         write_cache(key, choice, timings, openmp)
         tuning = Tuning("measured", choice, {}, key, timings, openmp)
-    for var, value in choice.env().items():
-        if not (var in THREAD_VARS and user_threads) and not (var in WAIT_VARS and user_wait):
-            os.environ[var] = value
-    tuning.env = threading_env()
-    _applied = tuning
+    # the choice's variables, except where the user set threads (or a wait setting) themselves
+    chosen = {var: value for var, value in choice.env().items()
+              if not (var in THREAD_VARS and user_threads) and not (var in WAIT_VARS and user_wait)}
+    tuning.env = {**chosen, **user}
+    return tuning
+
+
+def set_process_threading(*, retune: bool = False, on_measure: Callable[[], None] | None = None) -> Tuning:
+    """Choose the CPU threading (`choose_threading`) and set its variables in this process's environment.
+
+    The one place that writes them: the CLI calls it once, at a command's start, before torch is
+    imported (libgomp reads them when it loads). Variables the user set are kept.
+
+    Args:
+        retune: measure again and replace the cached choice.
+        on_measure: called just before a measurement starts.
+    """
+    tuning = choose_threading(retune=retune, on_measure=on_measure)
+    if tuning.source in ("cache", "measured"):
+        for var, value in tuning.env.items():
+            os.environ.setdefault(var, value)  # the user's own values are in `env` already, unchanged
+    _applied.tuning = tuning
     return tuning
 
 
 def applied() -> Tuning | None:
-    """What `configure()` did in this process, or None if it was not called."""
-    return _applied
+    """What `set_process_threading()` did in this process, or None if it was not called."""
+    return _applied.tuning
 
 
 def describe() -> dict[str, Any]:
     """The threading of this process for reports: the tuning (if any) and the live torch values."""
     import torch
 
-    tuning = _applied or Tuning("not configured", None, threading_env(), machine_key())
+    tuning = _applied.tuning or Tuning("not configured", None, threading_env(), machine_key())
     d = tuning.as_dict()
     d["torch_threads"] = torch.get_num_threads()
     d["wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "default")

@@ -39,15 +39,50 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-class _State:
+class StopSignals:
+    """The stop signals of this process: what arrived, whether a cleanup defers them, the exit code
+    once chosen. One instance (`_signals`), reset (never replaced) at the start and the end of a
+    `handled()` block; the module functions below are its interface for the CLI and the stream layer."""
+
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every signal and the exit code (a new run in this process starts clean)."""
         self.received: list[int] = []
         self.deferring = 0
         self.stop_waiting = threading.Event()
         self.exit_code: int | None = None  # set by `chosen` once the run is over
 
+    def first(self) -> int | None:
+        """The first stop signal received, or None."""
+        return self.received[0] if self.received else None
 
-_state = _State()
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        """The signal handler: raise `Interrupted` the first time, unless deferred; see the module doc."""
+        if self.exit_code is not None:  # the run is over (files closed, stats written): end here
+            exit_now(self.exit_code)
+        self.received.append(signum)
+        count = len(self.received)
+        name = signal.Signals(signum).name
+        if count == 1 and not self.deferring:
+            raise Interrupted(signum)
+        if count == 1:
+            _say(f"{name}: stopping as soon as the step under way allows")
+        elif count == 2:
+            self.stop_waiting.set()
+            _say(f"{name} again: not waiting for busy threads; once more quits at once")
+        else:
+            _say(f"{name} a third time: quitting at once (recordings keep what was written)")
+            exit_now(exit_code_for(self.received[0]))
+
+    def raise_pending(self) -> None:
+        """Raise the recorded stop signal, if any, unless a cleanup is deferring signals."""
+        if self.received and not self.deferring:
+            raise Interrupted(self.received[0])
+
+
+_signals = StopSignals()
 
 
 def exit_code_for(signum: int) -> int:
@@ -56,31 +91,13 @@ def exit_code_for(signum: int) -> int:
 
 def received() -> int | None:
     """The first stop signal received under `handled()`, or None."""
-    return _state.received[0] if _state.received else None
+    return _signals.first()
 
 
 def _say(text: str) -> None:
     # os.write, not print: a handler that prints can interrupt a print (a reentrant call)
     with contextlib.suppress(OSError):
         os.write(2, f"lp-live: {text}\n".encode())
-
-
-def _handle(signum: int, frame: FrameType | None) -> None:
-    if _state.exit_code is not None:  # the run is over (files closed, stats written): end here
-        exit_now(_state.exit_code)
-    _state.received.append(signum)
-    count = len(_state.received)
-    name = signal.Signals(signum).name
-    if count == 1 and not _state.deferring:
-        raise Interrupted(signum)
-    if count == 1:
-        _say(f"{name}: stopping as soon as the step under way allows")
-    elif count == 2:
-        _state.stop_waiting.set()
-        _say(f"{name} again: not waiting for busy threads; once more quits at once")
-    else:
-        _say(f"{name} a third time: quitting at once (recordings keep what was written)")
-        exit_now(exit_code_for(_state.received[0]))
 
 
 @contextlib.contextmanager
@@ -91,47 +108,45 @@ def handled(*, program: bool = False) -> Iterator[None]:
     a signal after the exit code is chosen (`chosen`), in the interpreter's own shutdown
     included, ends the process at once with that code instead of a traceback.
     """
-    global _state
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _state = _State()
-    previous = {s: signal.signal(s, _handle) for s in SIGNALS}
+    _signals.reset()
+    previous = {s: signal.signal(s, _signals.handle) for s in SIGNALS}
     try:
         yield
     finally:
         if not program:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            _state = _State()  # the next run in this process starts with no signal received
+            _signals.reset()  # the next run in this process starts with no signal received
 
 
 def chosen(code: int) -> None:
     """The run is over and `code` is its exit code: a stop signal from now on just ends the process."""
-    _state.exit_code = code
+    _signals.exit_code = code
 
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Record stop signals instead of raising them while the block runs (a cleanup)."""
-    _state.deferring += 1
+    _signals.deferring += 1
     try:
         yield
     finally:
-        _state.deferring -= 1
+        _signals.deferring -= 1
 
 
 def raise_pending() -> None:
     """Raise the stop signal that `deferred()` recorded, if any (a run that was being set up when
     it came stops as soon as it can write its stats)."""
-    if _state.received and not _state.deferring:
-        raise Interrupted(_state.received[0])
+    _signals.raise_pending()
 
 
 def wait_for(thread: threading.Thread, timeout: float) -> bool:
     """Join `thread` for up to `timeout` s, less when a second signal says not to wait; True if it ended."""
     waited = 0.0
-    while thread.is_alive() and waited < timeout and not _state.stop_waiting.is_set():
+    while thread.is_alive() and waited < timeout and not _signals.stop_waiting.is_set():
         thread.join(min(WAIT_SLICE_S, timeout - waited))
         waited += WAIT_SLICE_S
     return not thread.is_alive()

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from ..core.modes import MODES
 from ..models import LivePortraitModels
 from .base import Anchor, AnimateOptions, Engine, EngineBase, PendingImage, Ratios, SourceState, SourceVolumes
 from .baseline import BaselineEngine
 
-MODES = ("baseline", "optimized")
-
 
 def create_engine(mode: str, models: LivePortraitModels, device: str | torch.device, **kwargs) -> Engine:
-    """The engine for `mode` ("baseline" or "optimized") on `device`."""
+    """The engine for `mode` (one of `MODES`) on `device`; `kwargs`: its constructor's (`factory.engine_kwargs`)."""
     if mode == "baseline":
         return BaselineEngine(models, device, **kwargs)
     if mode == "optimized":

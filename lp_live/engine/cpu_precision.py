@@ -23,7 +23,8 @@ import time
 import torch
 from torch import nn
 
-from ..core import cputune
+from ..core import cputune, usercache
+from .dtypes import DTYPES, NAMES
 from .plan import default_plan
 from .rewrites import SplitConv3d
 
@@ -32,8 +33,7 @@ log = logging.getLogger(__name__)
 CACHE_NAME = cputune.PRECISION_CACHE_NAME
 NETWORKS = ("warping", "generator")
 BF16_MIN_GAIN = 0.9
-_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
-_DTYPES = {v: k for k, v in _NAMES.items()}
+CANDIDATES = (torch.float32, torch.bfloat16)  # the dtypes timed per network
 
 
 def proxy_convs(network: str, dtype: torch.dtype) -> list[tuple[nn.Module, torch.Tensor]]:
@@ -68,7 +68,7 @@ def measure(repeats: int = 2) -> dict[str, dict[str, float]]:
     timings: dict[str, dict[str, float]] = {}
     with torch.no_grad():
         for network in NETWORKS:
-            cases = {name: proxy_convs(network, dtype) for dtype, name in _NAMES.items()}
+            cases = {NAMES[dtype]: proxy_convs(network, dtype) for dtype in CANDIDATES}
             best = dict.fromkeys(cases, float("inf"))
             for convs in cases.values():  # oneDNN primitive creation
                 for conv, x in convs:
@@ -95,19 +95,15 @@ def cache_key() -> str:
 
 
 def cpu_precisions() -> tuple[dict[str, torch.dtype], str, dict]:
-    """({network: dtype} for W and G, how it was decided, timings) on this CPU.
-
-    Decided: "cache", "measured", or "no native bf16" (bf16 would be emulated: float32, unmeasured).
-    """
-    from .precision import cpu_supports_bf16
-
-    if not cpu_supports_bf16():
-        return dict.fromkeys(NETWORKS, torch.float32), "no native bf16", {}
+    """({network: dtype} for W and G, how it was decided, timings) on this CPU, which has native
+    bf16 (`precision.resolve_precisions` asks only then). Decided: "cache" or "measured"."""
     key = cache_key()
-    entry = cputune.cache_entry(CACHE_NAME, key)
+    entry = usercache.cache_entry(CACHE_NAME, key)
     if entry is not None:
         try:
-            choice = {n: _DTYPES[entry["precisions"][n]] for n in NETWORKS}
+            choice = {n: DTYPES[entry["precisions"][n]] for n in NETWORKS}
+            if not set(choice.values()) <= set(CANDIDATES):
+                raise KeyError(f"not one of {[NAMES[d] for d in CANDIDATES]}: {entry['precisions']}")
             return choice, "cache", entry.get("timings", {})
         except (KeyError, TypeError) as e:
             log.warning("ignoring the cached CPU precisions for %s (%s: %s)", key, type(e).__name__, e)
@@ -115,5 +111,5 @@ def cpu_precisions() -> tuple[dict[str, torch.dtype], str, dict]:
     timings = measure()
     names = pick(timings)
     log.info("CPU precision measured in %.1f s: %s (%s)", time.perf_counter() - t0, names, timings)
-    cputune.store_cache_entry(CACHE_NAME, key, {"precisions": names, "timings": timings})
-    return {n: _DTYPES[v] for n, v in names.items()}, "measured", timings
+    usercache.store_cache_entry(CACHE_NAME, key, {"precisions": names, "timings": timings})
+    return {n: DTYPES[v] for n, v in names.items()}, "measured", timings

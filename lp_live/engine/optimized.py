@@ -43,9 +43,10 @@ from ..core.config import AnimateOptions
 from ..motion.kinematics import Motion
 from .base import Anchor, EngineBase, PendingImage, Ratios, SourceState, SourceVolumes, per_slot
 from .compiled import FrozenCompiled, StageGraphs, inductor_cache_dir, packed, unpack
+from .dtypes import NAMES
 from .fast import FastGenerator, FastMotion, FastWarping, to_uint8
 from .plan import default_plan
-from .precision import NAMES, resolve_precisions
+from .precision import resolve_precisions
 from .transfer import PinnedTransfers
 
 log = logging.getLogger(__name__)

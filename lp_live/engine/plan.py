@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..kernels import triton_available
+from ..kernels import kernels_runnable
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,6 @@ class RewritePlan:
     kernels: bool = False
 
 
-def kernels_available() -> bool:
-    """True where the Triton warping kernels can run (CUDA device and triton importable)."""
-    return triton_available()
-
-
 def default_plan(device: torch.device, dtype: torch.dtype) -> RewritePlan:
     """The rewrite plan for `device` and `dtype`.
 
@@ -77,7 +72,7 @@ def default_plan(device: torch.device, dtype: torch.dtype) -> RewritePlan:
     """
     if device.type == "cuda":
         return RewritePlan(generator_channels_last=dtype != torch.float32, warping_channels_last=False,
-                      kernels=kernels_available())
+                      kernels=kernels_runnable(device))
     if dtype == torch.float32:
         # float32 (oneDNN AVX-512, no AMX): the mask conv runs at the fp32 rate unsplit (0.53 s;
         # 0.73 s as 64-channel slices) and the (16, 7, 7) occlusion Conv3d at 5 GMAC/s, so

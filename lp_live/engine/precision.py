@@ -13,11 +13,12 @@ import logging
 
 import torch
 
-log = logging.getLogger(__name__)
+from ..core.cputune import cpu_features
+from ..core.modes import PRECISIONS
+from .cpu_precision import NETWORKS, cpu_precisions
+from .dtypes import DTYPES
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-NAMES = {v: k for k, v in DTYPES.items()}
+log = logging.getLogger(__name__)
 
 
 def cpu_supports_bf16() -> bool:
@@ -29,8 +30,6 @@ def cpu_supports_bf16() -> bool:
     probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if all(p is not None for p in probes):
         return any(p() for p in probes)
-    from ..core.cputune import cpu_features
-
     return bool({"avx512_bf16", "amx_bf16"} & set(cpu_features()))
 
 
@@ -61,11 +60,12 @@ def resolve_precisions(precision: str, device: torch.device) -> tuple[dict[str, 
     """({"warping": dtype, "generator": dtype}, how it was decided) for `precision` on `device`.
 
     "auto" on a CPU with native bf16 times bf16 against float32 per network, or reads the
-    cached result (`cpu_precision.cpu_precisions`); everything else is `resolve_precision`.
+    cached result (`cpu_precision.cpu_precisions`); without native bf16 it is float32 ("no
+    native bf16": emulated bf16 is not measured); everything else is `resolve_precision`.
     """
     if precision == "auto" and device.type == "cpu":
-        from .cpu_precision import cpu_precisions
-
+        if not cpu_supports_bf16():
+            return dict.fromkeys(NETWORKS, torch.float32), "no native bf16"
         dtypes, source, _ = cpu_precisions()
         return dtypes, source
     dtype = resolve_precision(precision, device)

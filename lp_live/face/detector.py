@@ -1,4 +1,4 @@
-"""Face detection for stills and video: OpenCV's Haar cascade by default, InsightFace when its files are there.
+"""Face detection for stills and video: the `Face` record, the detector interface and OpenCV's Haar cascade.
 
 `detect()` finds the largest face in one image. `track()` is for a stream of frames: it searches a
 small region around the last face (cheap), re-detects over the whole frame when that fails or every
@@ -8,15 +8,12 @@ no face gives None; the caller keeps the last good motion.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 # Files of the official cropper, relative to the weights directory (as `lp-live download-weights` lays them out).
@@ -302,38 +299,3 @@ def _gray(image_rgb: np.ndarray, f: float) -> np.ndarray:
         size = (max(1, round(gray.shape[1] * f)), max(1, round(gray.shape[0] * f)))
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
     return gray
-
-
-def create_detector(
-    weights_dir: str | Path | None = None, *, redetect_every: int = 10, smoothing: float = 0.5
-) -> FaceDetector:
-    """InsightFace + landmark models when their three files are under `weights_dir` (or its
-    `pretrained_weights/`, the official repository's layout) and onnxruntime is installed, else
-    OpenCV's Haar cascade.
-    """
-    if weights_dir is not None:
-        root = Path(weights_dir).expanduser()
-        names = (INSIGHTFACE_DETECTOR, INSIGHTFACE_LANDMARKS, LIVEPORTRAIT_LANDMARKS)
-        for base in (root, root / "pretrained_weights"):
-            files = [base / name for name in names]
-            if all(p.is_file() for p in files):
-                break
-        else:
-            missing = [name for name in names if not (root / name).is_file()]
-            log.info(
-                "no face landmark models in %s (missing %s); using OpenCV's Haar cascade", root, ", ".join(missing)
-            )
-            return HaarFaceDetector(redetect_every=redetect_every, smoothing=smoothing)
-        try:
-            import onnxruntime  # noqa: F401  (the optional extra: `pip install lp-live[onnx]`)
-        except ImportError:
-            log.warning(
-                "the InsightFace and landmark models are in %s but onnxruntime is not installed "
-                "(pip install onnxruntime); using OpenCV's Haar cascade, without landmarks",
-                base,
-            )
-        else:
-            from .insightface import InsightFaceDetector
-
-            return InsightFaceDetector(*files, redetect_every=redetect_every, smoothing=smoothing)
-    return HaarFaceDetector(redetect_every=redetect_every, smoothing=smoothing)

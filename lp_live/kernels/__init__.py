@@ -9,7 +9,7 @@ W's samplers behind one interface (`samplers.py`).
 Each takes `backend=Backend.AUTO | TRITON | REFERENCE`; see `backend.py`.
 """
 
-from .backend import Backend, resolve_backend, triton_available
+from .backend import Backend, kernels_runnable, resolve_backend, triton_available
 from .ops import deformation, grid_sample_3d, hourglass_input, softmax_deformation
 from .samplers import FusedSampler, GridSampleSampler, Sampler, SeparableSampler
 
@@ -22,6 +22,7 @@ __all__ = [
     "deformation",
     "grid_sample_3d",
     "hourglass_input",
+    "kernels_runnable",
     "resolve_backend",
     "softmax_deformation",
     "triton_available",

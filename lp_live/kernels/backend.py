@@ -38,12 +38,20 @@ def triton_available() -> bool:
     return True
 
 
+def kernels_runnable(device: torch.device | str) -> bool:
+    """Whether the fused Triton warping kernels can run compiled on `device` (CUDA with triton importable).
+
+    The one answer to "can the kernels run here": the engine's plan, the run's warnings and
+    `resolve_backend` (per tensor) ask it.
+    """
+    return torch.device(device).type == "cuda" and triton_available()
+
+
 def resolve_backend(backend: Backend | str, *tensors: torch.Tensor) -> Backend:
     """TRITON or REFERENCE for these tensors; AUTO means Triton iff all are on CUDA and triton imports."""
     backend = Backend(backend)
     if backend is Backend.AUTO:
-        on_cuda = all(t.is_cuda for t in tensors)
-        return Backend.TRITON if on_cuda and triton_available() else Backend.REFERENCE
+        return Backend.TRITON if all(kernels_runnable(t.device) for t in tensors) else Backend.REFERENCE
     if backend is Backend.TRITON and not triton_available():
         raise RuntimeError("Backend.TRITON requested but triton does not import; install triton or use "
                            "Backend.AUTO / Backend.REFERENCE")

@@ -36,6 +36,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from ..core.config import Config
 from ..core.errors import UserError
+from ..core.modes import MODES
 from ..models import LivePortraitModels
 from ..session import (
     DEFAULT_SOURCE,
@@ -63,7 +64,6 @@ PAGE = resources.files("lp_live") / "server" / "page"
 STATS_EVERY_S = 0.5  # figures pushed to the page over the data channel
 IDLE_CHECK_S = 1.0
 SERVER = web.AppKey("server", "Server")
-MODES = ("baseline", "optimized")
 
 
 class RequestError(Exception):
@@ -279,7 +279,8 @@ class Server:
                 figures = session.stats()
                 sched = self.scheduler.stats()
                 figures.update(speed_ratio=sched["speed_ratio"], step_ms=sched["step_ms"], sessions=sched["sessions"],
-                               device=str(self.device), weights=self.models.kind, t_server=time.time())
+                               device=str(self.device), weights=self.models.kind, modes=list(MODES),
+                               t_server=time.time())
                 channel.send(json.dumps({"stats": figures}))
             elif channel.readyState == "closed":
                 return
@@ -287,9 +288,9 @@ class Server:
 
     async def stats(self, request: web.Request) -> web.Response:
         figures = self.scheduler.stats()
-        figures.update(device=str(self.device), weights=self.models.kind,
-                       engines_built=list(self.scheduler.pool.built()), input_size=self.config.engine.input_size,
-                       max_sessions=self.config.serve.max_sessions,
+        figures.update(device=str(self.device), weights=self.models.kind, modes=list(MODES),
+                       engines_built=list(self.scheduler.pool.built()),
+                       input_size=self.config.engine.input_size, max_sessions=self.config.serve.max_sessions,
                        uptime_s=time.time() - self.started, warnings=self.warnings)
         return web.json_response(figures)
 

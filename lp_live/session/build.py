@@ -15,10 +15,13 @@ import numpy as np
 import torch
 
 from ..core.config import Config
+from ..core.modes import MODES
 from ..core.progress import Progress
-from ..engine import MODES, Engine, create_engine
+from ..engine import Engine
+from ..engine.factory import build_engine
 from ..face import FaceDetector, create_detector
 from ..face.detector import HaarFaceDetector
+from ..kernels import kernels_runnable
 from ..models import SYNTHETIC, LivePortraitModels, load_liveportrait
 from ..models.download import resolve_weights
 from ..motion.smoothing import MotionSmoother
@@ -101,17 +104,7 @@ def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortra
 
 def engine_factory(config: Config, models: LivePortraitModels, device: torch.device) -> Callable[[str], Engine]:
     """mode -> a new engine for that mode, as the configuration asks (built when called)."""
-    eng = config.engine
-    optimized_kwargs = eng.optimized_kwargs()
-    if eng.kernels == "on" and not kernels_runnable(device):
-        optimized_kwargs["kernels"] = None  # the default layout for this device (unmet_requests warns)
-
-    def factory(mode: str) -> Engine:
-        if mode == "optimized":
-            return create_engine(mode, models, device, input_size=eng.input_size, **optimized_kwargs)
-        return create_engine(mode, models, device, input_size=eng.input_size)
-
-    return factory
+    return lambda mode: build_engine(mode, models, device, config.engine)
 
 
 def unmet_requests(config: Config, device: torch.device, detector: FaceDetector) -> list[str]:
@@ -130,9 +123,3 @@ def unmet_requests(config: Config, device: torch.device, detector: FaceDetector)
             out.append("Triton kernels off: triton is not importable (pip install triton); PyTorch warping instead")
     return out
 
-
-def kernels_runnable(device: torch.device) -> bool:
-    """Whether the fused Triton warping kernels can run on `device` (CUDA with triton importable)."""
-    from ..kernels import triton_available
-
-    return device.type == "cuda" and triton_available()

@@ -7,7 +7,6 @@ const params = new URLSearchParams(location.search);
 const token = params.get("token");
 const auth = token ? { Authorization: `Bearer ${token}` } : {};
 const $ = (id) => document.getElementById(id);
-const MODES = ["baseline", "optimized"];
 const RATE_WINDOW_MS = 10000; // output FPS over the frames shown in the last 10 s
 
 // The page's own measurements, also read by the browser test.
@@ -22,6 +21,7 @@ let camera = null;
 let statsTimer = null;
 let showFigures = true;
 let settings = {};
+let modes = []; // the engines, as the server names them (its figures carry them)
 const shownAt = [];
 const previous = {};
 
@@ -117,6 +117,7 @@ function onMessage(message) {
   if (!message.stats) return;
   const s = (lp.server = message.stats);
   settings = { mode: s.mode, paste_back: s.paste_back, stitching: s.stitching, mirror: s.mirror };
+  if (Array.isArray(s.modes)) modes = s.modes;
   lp.inferMs = s.infer_ms;
   lp.speedRatio = s.speed_ratio;
   $("local").classList.toggle("mirrored", !!s.mirror);
@@ -193,7 +194,7 @@ function drawOverlay() {
 
 function press(key) {
   const message = {
-    b: () => ({ mode: MODES[(MODES.indexOf(settings.mode) + 1) % MODES.length] }),
+    b: () => (modes.length ? { mode: modes[(modes.indexOf(settings.mode) + 1) % modes.length] } : null),
     r: () => ({ reanchor: true }),
     p: () => ({ paste_back: !settings.paste_back }),
     s: () => ({ stitching: !settings.stitching }),
@@ -204,7 +205,8 @@ function press(key) {
     drawOverlay();
     document.querySelector('button[data-key="h"] b').textContent = showFigures ? "on" : "off";
   } else if (message && channel && channel.readyState === "open") {
-    channel.send(JSON.stringify(message()));
+    const body = message();
+    if (body) channel.send(JSON.stringify(body));
   }
 }
 
