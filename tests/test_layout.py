@@ -4,6 +4,7 @@ no file over 450 lines. Read from the source with `ast`: function-level imports 
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "lp_live"
@@ -102,3 +103,13 @@ def test_no_file_over_450_lines():
 
 def test_every_package_has_a_layer():
     assert {_part(m) for m in MODULES} <= set(LAYER)
+
+
+def test_paths_to_the_checkout_still_point_at_it():
+    """Modules that find the checkout from their own file (provenance, bench, the threading probe)."""
+    from lp_live.core import cputune, provenance
+    from lp_live.tools import bench
+
+    root = PACKAGE.parent
+    assert provenance.REPO == bench.REPO == root
+    assert cputune._probe_env("PASSIVE", 1)["PYTHONPATH"].split(os.pathsep)[0] == str(root)

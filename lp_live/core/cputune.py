@@ -218,7 +218,7 @@ def choose(timings: dict[str, dict[str, float]], options: list[Threading]) -> Th
 def _probe_env(policy: str, threads: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS + WAIT_VARS}
     env.update(Threading(threads, policy).env())
-    root = str(Path(__file__).resolve().parents[1])  # this lp_live, whatever sys.path says
+    root = str(Path(__file__).resolve().parents[2])  # this lp_live, whatever sys.path says
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
 

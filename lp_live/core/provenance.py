@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMMIT_FILE = REPO / "shared" / "commit.json"  # the commit of a checkout copied without .git
 
 

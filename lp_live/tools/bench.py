@@ -58,7 +58,7 @@ from ..stream.rss import rss_mb as process_rss_mb
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED_ASSETS = next((p / "assets" for p in (REPO.parent / "shared", REPO / "shared") if (p / "assets").is_dir()),
                      REPO.parent / "shared" / "assets")
 
