@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from lp_live import session as pipeline
 from lp_live.cli import main
 from lp_live.media.outputs import check_outputs
-from lp_live.session import animator as pipeline
 
 FAST = ["--weights", "synthetic", "--mode", "baseline", "--input-size", "128"]
 
