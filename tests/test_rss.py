@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import time
 
 import numpy as np
@@ -15,10 +16,12 @@ pytestmark = pytest.mark.skipif(rss_mb() is None, reason="needs Linux /proc/self
 
 
 def test_rss_follows_memory_held():
-    before = rss_mb()
-    block = np.ones(64 * 2**20, np.uint8)  # 64 MiB, touched
-    assert rss_mb() - before > 50
-    del block
+    # fresh pages from the kernel: a malloc could reuse memory the process already holds
+    # (after earlier tests freed some), and then RSS would not move
+    with mmap.mmap(-1, 64 * 2**20) as block:
+        before = rss_mb()
+        block.write(b"\x01" * len(block))  # 64 MiB, touched
+        assert rss_mb() - before > 50
 
 
 def test_samples_at_most_once_per_interval():
