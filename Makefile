@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow wheel-smoke lint bench clean
+.PHONY: install run test test-slow test-avx2 wheel-smoke lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ test: lint
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow || [ $$? -eq 5 ]  # 5: no slow test selected
+
+# The engines, the precision choice, the bench and the CPU tuning as on an AVX2-only CPU (no AVX-512,
+# no native bf16), emulated: lp-live's own ISA detection and torch's kernels, oneDNN, inductor's C++
+# and MKL capped at AVX2 (lp_live/core/cpuisa.py; tests/test_cpuisa.py checks each cap takes effect).
+AVX2_ENV := LP_LIVE_CPU_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 TORCHINDUCTOR_CPP_MARCH=x86-64-v3 MKL_ENABLE_INSTRUCTIONS=AVX2
+# test_batch's baseline (float32 ATen only, no precision choice) is left to the default suite.
+AVX2_TESTS := tests/test_cpuisa.py tests/test_cputune.py tests/test_batch.py tests/test_engine_factory.py \
+	tests/test_bench.py --deselect tests/test_batch.py::test_baseline_batches_equal_single_frames
+test-avx2: $(STAMP)
+	env $(AVX2_ENV) $(BIN)/pytest $(AVX2_TESTS)
 
 # Build the wheel, install it into a fresh venv, run it from outside the checkout.
 wheel-smoke:

@@ -19,8 +19,8 @@ import typing
 from pathlib import Path
 
 from . import __version__
-from .core import cpuload, cputune, signals
-from .core.config import RUN_SECTIONS, Config, add_flags, load_config, overrides_from_args
+from .core import cpuisa, cpuload, cputune, signals
+from .core.config import RUN_SECTIONS, Config, EngineConfig, add_flags, load_config, overrides_from_args
 from .core.errors import UserError
 from .core.modes import MODES
 from .core.usercache import cache_path
@@ -138,6 +138,7 @@ def cmd_run(argv: list[str]) -> int:
     check_outputs(args.output, args.stats_json, [*photos, args.camera])  # before anything loads
     cfg = config_from_args(args)
     configure_cpu_threading(cfg.engine.device)
+    check_precision(cfg.engine)
     from .core.progress import Progress
     from .session import DEFAULT_SOURCE, build_animator, fit_source, read_image
 
@@ -243,6 +244,8 @@ def cmd_bench(argv: list[str]) -> int:
         p.error(f"--batch: {e}")
     cfg = config_from_args(args)
     configure_cpu_threading(cfg.engine.device, retune=args.retune)
+    if "optimized" in args.modes:
+        check_precision(cfg.engine)
     from .tools import bench  # torch: after the threading is set
 
     results = bench.run(cfg, modes=args.modes, frames=args.frames, warmup=args.warmup, batch=batches,
@@ -279,6 +282,7 @@ def cmd_doctor(argv: list[str]) -> int:
     from .doctor import print_report, run_checks
 
     Parser(prog="lp-live doctor", description="Check what lp-live can use here.").parse_args(argv)
+    check_isa_override()
     return 0 if print_report(run_checks()) else 1
 
 
@@ -305,6 +309,7 @@ def cmd_serve(argv: list[str]) -> int:
     logging.getLogger("lp_live").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     cfg = config_from_args(args)
     configure_cpu_threading(cfg.engine.device)
+    check_precision(cfg.engine)
     asyncio.run(_serve_package().serve_forever(cfg))
     return 0
 
@@ -332,6 +337,7 @@ def cmd_serve_bench(argv: list[str]) -> int:
         setattr(args, "engine.weights", "synthetic")
     cfg = config_from_args(args)
     configure_cpu_threading(cfg.engine.device)
+    check_precision(cfg.engine)
     _serve_package()
     from .tools import serve_bench as serve_bench
 
@@ -348,6 +354,14 @@ COMMANDS = {"bench": cmd_bench, "download-weights": cmd_download, "doctor": cmd_
             "serve-bench": cmd_serve_bench}
 
 
+def check_isa_override() -> None:
+    """A misspelt LP_LIVE_CPU_ISA (`cpuisa.override`) is a one-line error, not silently no cap."""
+    try:
+        cpuisa.override()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def configure_cpu_threading(device: str, *, retune: bool = False) -> None:
     """Set this process's measured (or cached) CPU threading (`cputune.set_process_threading`) before torch loads.
 
@@ -358,6 +372,7 @@ def configure_cpu_threading(device: str, *, retune: bool = False) -> None:
             on the CPU's thread pools; its host threads keep torch's defaults).
         retune: measure again and replace the cached choice (`lp-live bench --retune`).
     """
+    check_isa_override()
     if device.startswith("cuda"):
         return
     tuning = cputune.set_process_threading(retune=retune, on_measure=lambda: print(
@@ -365,6 +380,17 @@ def configure_cpu_threading(device: str, *, retune: bool = False) -> None:
     if tuning.source == "measured":
         print(f"lp-live: CPU threading: {tuning.choice.label} (cached in {cache_path(cputune.CACHE_NAME)})",
               file=sys.stderr)
+
+
+def check_precision(engine: EngineConfig) -> None:
+    """Refuse an explicit bf16/fp16 that this CPU would only emulate (`precision.check_native`), before
+    models load, unless --force-precision. Called after `configure_cpu_threading` (it loads torch)."""
+    if engine.precision in ("auto", "fp32") or engine.force_precision:
+        return
+    from .engine.precision import check_native
+    from .session.build import resolve_device
+
+    check_native(engine.precision, resolve_device(engine.device))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,18 @@ ASSETS = SHARED / "assets"
 torch.set_num_threads(2)
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`@pytest.mark.native_bf16` tests skip, saying why, on a CPU that only emulates bf16 (an
+    AVX2-only CPU, or `make test-avx2`): bf16 convolutions there are hundreds of times slower."""
+    if item.get_closest_marker("native_bf16") is None:
+        return
+    from lp_live.engine.precision import cpu_supports_bf16
+
+    if not cpu_supports_bf16():
+        pytest.skip("bf16 is emulated on this CPU (no AVX-512 BF16 or AMX, or LP_LIVE_CPU_ISA caps it): "
+                    "bf16 convolutions here run hundreds of times slower than fp32, which lp-live never picks")
+
+
 @pytest.fixture(scope="session")
 def kit():
     """The reference kit's `weights` and `kit_selftest` modules (../shared/reference)."""

@@ -165,18 +165,30 @@ def test_precision_pick_needs_a_clear_bf16_gain():
         "warping": "bf16", "generator": "fp32"}
 
 
-def test_auto_precision_comes_from_the_cache_per_network(monkeypatch, tmp_path, synthetic_models):
-    from lp_live.engine import Anchor, AnimateOptions, cpu_precision, optimized, precision
+def cached_auto_engine(monkeypatch, tmp_path, models):
+    """An `auto` engine on a CPU said to have native bf16, whose cached choice is W bf16, G fp32."""
+    from lp_live.engine import cpu_precision, optimized, precision
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
     monkeypatch.setattr(cpu_precision, "measure", lambda: pytest.fail("measured despite the cache"))
     usercache.store_cache_entry(cputune.PRECISION_CACHE_NAME, cpu_precision.cache_key(),
                               {"precisions": {"warping": "bf16", "generator": "fp32"}})
-    engine = optimized.OptimizedEngine(synthetic_models, "cpu", input_size=128, precision="auto", compile=False)
+    return optimized.OptimizedEngine(models, "cpu", input_size=128, precision="auto", compile=False)
+
+
+def test_auto_precision_comes_from_the_cache_per_network(monkeypatch, tmp_path, synthetic_models):
+    engine = cached_auto_engine(monkeypatch, tmp_path, synthetic_models)
     assert engine.precision_source == "cache" and engine.precision == "W bf16, G fp32"
     assert engine.precisions == {"motion": "fp32", "warping": "bf16", "generator": "fp32"}
     assert engine.plan.warping_channels_last and not engine.plan.generator_channels_last
+
+
+@pytest.mark.native_bf16
+def test_cached_per_network_precision_runs(monkeypatch, tmp_path, synthetic_models):
+    from lp_live.engine import Anchor, AnimateOptions
+
+    engine = cached_auto_engine(monkeypatch, tmp_path, synthetic_models)
     source = (np.random.default_rng(0).uniform(0, 255, (128, 128, 3))).astype(np.uint8)
     with torch.no_grad():
         state = engine.prepare_source(source)
@@ -201,13 +213,14 @@ def test_auto_precision_measures_on_a_cache_miss(monkeypatch, tmp_path):
         {"warping": torch.float32, "generator": torch.float32}, "no native bf16")
 
 
-def test_proxy_convs_run_in_each_dtype():
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.native_bf16)])
+def test_proxy_convs_run_in_each_dtype(dtype):
+    """bf16 skips where it is emulated: `cpu_precisions` times the proxies only where bf16 is native."""
     from lp_live.engine.cpu_precision import NETWORKS, proxy_convs
 
     rng_state = torch.random.get_rng_state()
     for network in NETWORKS:
-        for dtype in (torch.float32, torch.bfloat16):
-            for conv, x in proxy_convs(network, dtype):
-                assert conv(x).dtype == dtype
+        for conv, x in proxy_convs(network, dtype):
+            assert conv(x).dtype == dtype
     assert torch.equal(torch.random.get_rng_state(), rng_state)  # the global RNG is untouched
 

@@ -53,6 +53,8 @@ class EngineConfig:
     device: str = opt("auto", "torch device; auto is cuda when PyTorch sees a GPU, else cpu", check=_device,
                       allowed="auto | cpu | cuda | cuda:N")
     precision: Precision = opt("auto", "optimized engine precision of W and G")
+    force_precision: bool = opt(False, "run an explicit bf16/fp16 precision even on a CPU that only emulates it "
+                                "(hundreds of times slower; refused otherwise)")
     input_size: InputSize = opt(
         256, "network input side; LivePortrait was trained at 256 (the output is twice this)")
     weights: str | None = opt(None, "official weights directory, 'synthetic' (no download, not a trained face), "

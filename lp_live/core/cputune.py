@@ -43,7 +43,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import usercache
+from . import cpuisa, usercache
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,9 @@ FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf
 
 
 def cpu_features() -> list[str]:
-    """Which of `FEATURES` /proc/cpuinfo lists for this CPU (empty where it cannot be read)."""
-    flags = set((_cpuinfo("flags") or "").split())
+    """Which of `FEATURES` /proc/cpuinfo lists for this CPU (empty where it cannot be read), less
+    those the `LP_LIVE_CPU_ISA` override hides (`cpuisa`)."""
+    flags = cpuisa.cpu_flags()
     return [f for f in FEATURES if f in flags]
 
 
@@ -172,8 +173,9 @@ def torch_version() -> str:
 
 
 def machine_key() -> str:
-    """The cache key: CPU model, torch version, usable CPUs."""
-    return f"{cpu_model()} | torch {torch_version()} | {usable_cpus()} cpus"
+    """The cache key: CPU model, torch version, usable CPUs (and the `LP_LIVE_CPU_ISA` cap, if any)."""
+    level = cpuisa.override()
+    return f"{cpu_model()} | torch {torch_version()} | {usable_cpus()} cpus" + (f" | isa {level}" if level else "")
 
 
 def read_cache(key: str) -> tuple[Threading, dict] | None:
