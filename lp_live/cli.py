@@ -184,8 +184,10 @@ def _render(args: argparse.Namespace, cfg: Config, source_rgb, progress) -> int:
                            t_start=progress.t_start)
     w, h = summary.size
     per_frame = summary.seconds / max(summary.frames, 1)
+    engines = " then ".join(f"{mode} ({n})" for mode, n in summary.frames_by_mode.items()) \
+        if len(summary.frames_by_mode) > 1 else f"{animator.mode} engine"
     line = (f"wrote {summary.output}: {summary.frames} frames, {w}x{h} at {summary.fps:g} fps, "
-            f"{summary.seconds:.1f} s ({per_frame:.2f} s/frame, {animator.mode} engine on {animator.device}, "
+            f"{summary.seconds:.1f} s ({per_frame:.2f} s/frame, {engines} on {animator.device}, "
             f"{animator.weights_kind} weights); {summary.frames_without_face} frames without a face")
     if summary.frames_missing:
         line += f"; driving video truncated ({summary.frames_missing} frames missing)"
@@ -195,7 +197,7 @@ def _render(args: argparse.Namespace, cfg: Config, source_rgb, progress) -> int:
             "frames": summary.frames, "seconds": summary.seconds, "frames_without_face": summary.frames_without_face,
             "mode": animator.mode, "device": str(animator.device), "weights": animator.weights_kind,
             "interrupted": summary.interrupted, "first_frame_s": summary.first_frame_s,
-            "frames_missing": summary.frames_missing,
+            "frames_missing": summary.frames_missing, "frames_by_mode": summary.frames_by_mode,
         }, indent=2))
     return 130 if summary.interrupted else 0  # `main` makes it 143 for SIGTERM
 

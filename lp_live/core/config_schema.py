@@ -57,6 +57,9 @@ class EngineConfig:
         256, "network input side; LivePortrait was trained at 256 (the output is twice this)")
     weights: str | None = opt(None, "official weights directory, 'synthetic' (no download, not a trained face), "
                               "or null for the download cache", check=_not_empty)
+    wait_for_optimized: bool = opt(
+        False, "mode optimized: wait for it to compile before the first frame (default: animate with the baseline "
+        "engine meanwhile and switch when it is ready)")
     compile: bool = opt(True, "torch.compile the optimized per-frame path")
     cuda_graph: bool = opt(True, "replay the optimized per-frame path as CUDA graphs (CUDA only)")
     kernels: Literal["auto", "on", "off"] = opt(
