@@ -23,13 +23,13 @@ from .photo import SourcePhoto
 
 log = logging.getLogger(__name__)
 
-# Whether a run starts on the baseline engine while the optimized one compiles beside it, or
-# waits for it (`--wait-for-optimized`). Measured on the 2-core development machine (shared,
-# rough; scripts/measure_background_compile.py, synthetic weights, input 256, cold compile):
-# see BACKGROUND_NOTE. Baseline frames slow down while inductor compiles on the other core, but
-# the user sees an animated face from the first seconds instead of a "starting…" frame for the
-# whole compile, so the background build is the default everywhere.
-BACKGROUND_NOTE = "baseline frames ~1.9x slower during the compile (1.6 s -> 3.0 s/frame, 2 cores)"
+# Background build or wait: measured once on the shared 2-core development machine (load ~9 from
+# other jobs, so rough; scripts/measure_background_compile.py, synthetic weights, input 256, cold
+# inductor cache): baseline 27.7 s/frame alone, 40.8 s/frame (median of 15) while the optimized
+# engine compiled beside it, i.e. ~1.5x slower; the build and its warm frame took 613 s meanwhile.
+# An animated face at 1.5x the baseline's frame time beats a "starting…" frame for the whole
+# compile, so the background build is the default everywhere; `--wait-for-optimized` keeps the
+# old behaviour. Rerun the script on a quiet machine for figures worth quoting.
 
 
 @dataclass
