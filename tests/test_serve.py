@@ -145,7 +145,8 @@ def test_uploads_are_limited_decoded_and_checked(server, assets):
 
     source_id = run(good())
     assert server.app[SERVER].sources.get(source_id).image.shape[2] == 3
-    status, body = run(_post(url, "/api/offer", json={"sdp": "v=0", "type": "offer", "source": "nope"}))
+    offer = {"sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "type": "offer", "source": "nope"}
+    status, body = run(_post(url, "/api/offer", json=offer))
     assert status == 404 and "POST /api/sources" in body["error"]
     assert run(_alive(url))["sessions"] == 0
 

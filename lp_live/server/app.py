@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import ipaddress
 import json
 import logging
-import re
 import secrets
 import ssl
 import threading
@@ -56,6 +53,7 @@ from ..session import (
     warm_frame,
     warm_up,
 )
+from .checks import is_loopback, sdp_problem, token_matches
 from .scheduler import Scheduler
 from .sessions import AnimatedTrack, Session
 from .sources import DEFAULT_ID, SourceError, SourceStore, decode_photo
@@ -74,19 +72,6 @@ class RequestError(Exception):
     def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
         self.status, self.reason, self.headers = status, reason, headers or {}
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def token_matches(given: str, token: str) -> bool:
-    return hmac.compare_digest(given.encode(), token.encode())
 
 
 async def read_limited(request: web.Request, limit: int, what: str) -> bytes:
@@ -306,22 +291,6 @@ class Server:
                        input_size=self.config.engine.input_size, max_sessions=self.config.serve.max_sessions,
                        uptime_s=time.time() - self.started, warnings=self.warnings)
         return web.json_response(figures)
-
-
-SDP_LINE = re.compile(r"[a-z]=\S.*")
-
-
-def sdp_problem(sdp: str) -> str | None:
-    """What makes `sdp` no WebRTC offer with a video track, in a few plain words, or None."""
-    lines = [line for line in sdp.replace("\r\n", "\n").split("\n") if line]
-    if not lines or lines[0] != "v=0":
-        return "an SDP offer starts with the line v=0"
-    bad = next((line for line in lines if not SDP_LINE.fullmatch(line)), None)
-    if bad is not None:
-        return "an SDP offer has only lines like a=..., m=..., c=..."
-    if not any(line.startswith("m=video ") for line in lines):
-        return "the offer has no video track; send the camera as one video track"
-    return None
 
 
 def _middleware(server: Server) -> Callable:
