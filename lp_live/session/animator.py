@@ -43,6 +43,7 @@ class PendingFrame:
     mode: str  # the engine it was submitted to
     face_found: bool
     job: Future | Job  # the launched frame, or a Future of it where the device part runs on a worker
+    locked: bool = False  # it holds the pool's device lock until `finish` (an exclusive background build)
 
     def ready(self) -> bool:
         """True when `Animator.finish` would not wait for the device."""
@@ -245,18 +246,31 @@ class Animator:
         order they were submitted, and change the mode or re-anchor only with none in flight.
         """
         mode, engine, stream = self.mode, self.pool.get(self.mode), self.stream
-        driving = stream.prepare(frame_rgb, time.perf_counter() if timestamp is None else timestamp)
+        locked = self.pool.exclusive()
+        if locked:  # no device work of this frame while the background engine captures its graphs
+            self.pool.device_lock.acquire()
+        try:
+            driving = stream.prepare(frame_rgb, time.perf_counter() if timestamp is None else timestamp)
 
-        def device_part() -> Job:
-            return launch(engine, mode, [(stream, driving)])[0]
+            def device_part() -> Job:
+                return launch(engine, mode, [(stream, driving)])[0]
 
-        job = worker.submit(device_part) if worker is not None and not engine.asynchronous else device_part()
-        return PendingFrame(mode, driving.face_found, job)
+            job = worker.submit(device_part) if worker is not None and not engine.asynchronous else device_part()
+        except BaseException:
+            if locked:
+                self.pool.device_lock.release()
+            raise
+        return PendingFrame(mode, driving.face_found, job, locked)
 
     def finish(self, pending: PendingFrame) -> AnimatedFrame:
         """Wait for a submitted frame's device part, then paste it back."""
-        job = pending.job.result() if isinstance(pending.job, Future) else pending.job
-        return AnimatedFrame(finish(job), face_found=pending.face_found, mode=pending.mode)
+        try:
+            job = pending.job.result() if isinstance(pending.job, Future) else pending.job
+            return AnimatedFrame(finish(job), face_found=pending.face_found, mode=pending.mode)
+        finally:
+            if pending.locked:
+                pending.locked = False
+                self.pool.device_lock.release()
 
     def still(self, paste_back: bool | None = None) -> np.ndarray:
         """The un-animated output: the photo (paste-back) or its crop at the generated size."""

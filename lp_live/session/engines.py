@@ -40,6 +40,7 @@ class BackgroundBuild:
     thread: threading.Thread
     t_start: float  # perf_counter() when the build started
     stream: torch.cuda.Stream | None = None  # the build's CUDA stream (None on CPU)
+    exclusive: bool = False  # its warm frame runs holding the pool's device lock (see `build_in_background`)
     engine: Engine | None = None
     error: BaseException | None = None
     done: threading.Event | None = None
@@ -57,6 +58,9 @@ class EnginePool:
         self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
         self._background: BackgroundBuild | None = None
+        # held by a frame of the running engine (`Animator.submit` to `finish`) and by an exclusive
+        # background warm frame: the two never overlap (CUDA graph capture, see `build_in_background`)
+        self.device_lock = threading.RLock()
         self.background_error: str | None = None  # why the last background build failed, one line
 
     def get(self, mode: str) -> Engine:
@@ -80,11 +84,19 @@ class EnginePool:
     # -- the optimized engine compiled beside the running one ------------------------------------
     def build_in_background(self, mode: str, warm: Callable[[Engine], None], *,
                             device: torch.device | None = None,
-                            factory: Callable[[str], Engine] | None = None) -> None:
+                            factory: Callable[[str], Engine] | None = None,
+                            exclusive: bool | None = None) -> None:
         """Build engine `mode` and run `warm(engine)` (one throwaway frame: compiles it) on a new
         thread; `ready()` says when `adopt()` may hand it over. On CUDA the thread works on its own
         stream, so that its kernels do not queue behind (or in front of) the running engine's.
-        `factory`: builds it instead of the pool's factory."""
+        `factory`: builds it instead of the pool's factory.
+
+        `exclusive` (default: on CUDA) runs the warm frame (compile, CUDA graph capture) holding
+        `device_lock`, which the running engine's frames also hold: a graph captured in the
+        default ("global") capture mode fails when another thread synchronises or allocates
+        meanwhile, and the running engine's frames do both. The engine itself is built unlocked.
+        Once the capture is thread-local (`torch.cuda.graph(..., capture_error_mode="thread_local")`
+        in `engine/compiled.py`), the lock can go and the frames run on during the compile too."""
         if mode not in self.modes:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(self.modes)}")
         if mode in self._engines or self._background is not None:
@@ -92,17 +104,25 @@ class EnginePool:
         stream = torch.cuda.Stream(device) if device is not None and device.type == "cuda" else None
         done = threading.Event()
         make = factory or self._factory
-        build = BackgroundBuild(mode, threading.Thread(), time.perf_counter(), stream, done=done)
+        exclusive = stream is not None if exclusive is None else exclusive
+        build = BackgroundBuild(mode, threading.Thread(), time.perf_counter(), stream, exclusive, done=done)
+
+        def warm_up_engine(engine: Engine) -> None:
+            if not exclusive:
+                warm(engine)
+                return
+            with self.device_lock:
+                warm(engine)
 
         def run() -> None:
             try:
                 if stream is None:
                     engine = make(mode)
-                    warm(engine)
+                    warm_up_engine(engine)
                 else:
                     with torch.cuda.device(device), torch.cuda.stream(stream):
                         engine = make(mode)
-                        warm(engine)
+                        warm_up_engine(engine)
                     stream.synchronize()  # everything it queued is done before anyone may use it
                 build.engine = engine
             except Exception as e:  # the running engine goes on; the failure is said once
@@ -118,6 +138,11 @@ class EnginePool:
     def pending(self) -> BackgroundBuild | None:
         """The background build not yet adopted (None: none)."""
         return self._background
+
+    def exclusive(self) -> bool:
+        """True while an exclusive background build runs: a frame then holds `device_lock`."""
+        build = self._background
+        return build is not None and build.exclusive and build.done is not None and not build.done.is_set()
 
     def ready(self) -> bool:
         """True when a background build has finished (built or failed) and `adopt` would not wait."""
