@@ -32,6 +32,7 @@ def test_baseline_animates_until_the_background_engine_is_ready_then_the_loop_sw
     assert infos[0].background == "optimized engine compiling... 0 s" and infos[-1].background is None
     # then the speed ratio is measured as before (calibration after the switch)
     assert stats.speed_ratio is not None and stats.frames["calibration"] >= 4
+    assert 0 < stats.switched_s < stats.duration_s and stats.to_dict()["switched_s"] == stats.switched_s
 
 
 def test_a_frame_held_by_the_warm_up_is_not_counted_as_latency(video):

@@ -130,11 +130,17 @@ class Scheduler:
             return None
         return f"{build.mode} engine compiling... {build.seconds():.0f} s"
 
-    @torch.no_grad()
     def step(self, jobs: list[Job]) -> list[Result]:
-        t0 = time.perf_counter()
+        """Animate the newest frame of each job's session as one batch per engine (the step thread)."""
         if self.pool.ready():  # between two steps: the engine built in the background takes over
             self.pool.adopt()
+        # while an exclusive background build (CUDA) warms, no step runs on the device (`EnginePool.device_lock`)
+        with self.pool.device_lock if self.pool.exclusive() else contextlib.nullcontext():
+            return self._step(jobs)
+
+    @torch.no_grad()
+    def _step(self, jobs: list[Job]) -> list[Result]:
+        t0 = time.perf_counter()
         live = [(job, job.session.stream) for job in jobs]
         live = [(job, stream) for job, stream in live if stream is not None]  # not closed since taken
         for job, stream in live:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.config import AnimateOptions
+from ..core.progress import TICK_S
 from ..engine import Anchor, Engine
 from .photo import SourcePhoto
 
@@ -130,10 +131,15 @@ class EnginePool:
             finally:
                 done.set()
 
+        def tick() -> None:  # the terminal says it too, as a progress step would
+            while not done.wait(TICK_S):
+                log.info("%s engine compiling... %.0f s (in the background)", mode, build.seconds())
+
         build.thread = threading.Thread(target=run, name=f"lp-live-build-{mode}", daemon=True)
         self._background = build
         log.info("building the %s engine in the background", mode)
         build.thread.start()
+        threading.Thread(target=tick, name=f"lp-live-build-{mode}-progress", daemon=True).start()
 
     def pending(self) -> BackgroundBuild | None:
         """The background build not yet adopted (None: none)."""

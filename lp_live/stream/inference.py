@@ -261,7 +261,7 @@ class InferenceThread(threading.Thread):
         self._clock.exclude(t0)
         if mode is not None:
             self.metrics.background_adopted(mode)
-            log.info("switched to the %s engine (built in the background, ready after %.1f s)", mode,
+            log.info("switched to the %s engine %.1f s into the run (built in the background)", mode,
                      self.metrics.elapsed())
 
     def _switch(self, mode: str) -> None:

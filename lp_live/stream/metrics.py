@@ -49,7 +49,8 @@ class LiveStats:
     `seconds_lost` for a camera or live stream, `frames_missing` for a truncated file); `memory`
     is the RSS over the run (`rss.RssSeries`: [seconds since start, MiB] every 5 s from the start
     of the run, on a timer of its own, and one at the end). `latency_ms` leaves out the frames
-    that waited for an engine's warm-up frame.
+    that waited for an engine's warm-up frame; `switched_s` is when the optimized engine built in
+    the background took over (None: no such switch).
     """
 
     fps: float | None
@@ -69,6 +70,7 @@ class LiveStats:
     output: str = ""  # what the sinks are, in one line (the `--sink auto` choice and why)
     in_flight: int = 1
     first_frame_s: float | None = None
+    switched_s: float | None = None  # when the engine built in the background took over (seconds from the start)
     memory: dict[str, object] = field(default_factory=dict)  # RSS over the run (`rss.RssSeries.to_dict`)
     # per-frame capture-to-sink latency at each sink, in display order (not in the JSON)
     latency_series_ms: dict[str, list[float]] = field(default_factory=dict, repr=False)
@@ -276,6 +278,7 @@ class LiveMetrics:
                 output=output,
                 in_flight=in_flight,
                 first_frame_s=self.first_frame_s,
+                switched_s=self.background_switch_s,
                 memory=self.rss.to_dict(),
                 latency_series_ms={name: list(rec.latency_ms) for name, rec in self.sinks.items()},
             )
