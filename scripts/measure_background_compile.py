@@ -2,8 +2,9 @@
 
     PYTHONPATH=. python scripts/measure_background_compile.py [--input-size 256] [--frames 6]
 
-Prints one line per phase (median ms of baseline frames); the decision in
-`lp_live.session.engines.BACKGROUND_SLOWDOWN_LIMIT` was made from such a run.
+Prints one line: the median baseline ms per frame alone and while the optimized engine builds and
+compiles beside it, and how long that build took. The comment above `EnginePool` in
+`lp_live/session/engines.py` (background build or wait) quotes such a run.
 """
 
 from __future__ import annotations
