@@ -12,9 +12,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import sys
+import textwrap
 import typing
 from pathlib import Path
 
@@ -57,19 +59,37 @@ def _add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
 
 
+COMMAND_LINES = (  # (command, what it does): the top of `lp-live --help`
+    ("lp-live [options]", "animate live (camera -> virtual camera + window), or render to --output"),
+    ("lp-live serve", "a browser page animated over WebRTC"),
+    ("lp-live bench", "baseline vs optimized engine, measured"),
+    ("lp-live doctor", "what this machine has, and what to do"),
+    ("lp-live download-weights", "fetch the official weights"),
+    ("lp-live serve-bench", "N loopback clients against the server, measured"),
+)
+
+
+def _commands_text() -> str:
+    width = max(len(c) for c, _ in COMMAND_LINES) + 2
+    lines = [f"  {c:<{width}}{what}" for c, what in COMMAND_LINES]
+    return "commands (each has --help):\n" + "\n".join(lines)
+
+
 def _run_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="lp-live",
-        description="Animate a portrait photo with a webcam or a driving video (LivePortrait networks).",
-        epilog=f"hotkeys (preview window, or the terminal): {describe_hotkeys()}. "
-        "Other commands: lp-live bench | download-weights [DIR] | doctor | serve | serve-bench (each has --help).",
+        usage="lp-live [options]  |  lp-live COMMAND [options]",
+        description="Animate a portrait photo with a webcam or a driving video (LivePortrait networks).\n\n"
+        + _commands_text(),
+        epilog="\n".join(textwrap.wrap(f"hotkeys (preview window, or the terminal): {describe_hotkeys()}.", 100)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"lp-live {__version__}")
     p.add_argument("--source", type=Path, action="append", metavar="PHOTO",
                    help="the photo to animate, or a folder of photos; give it several times for several photos, "
                    "keys 1-9 switch live (default: the packaged NASA astronaut portrait)")
     p.add_argument("--camera", default="0", help="camera index, video file or stream URL (default: 0)")
-    p.add_argument("--output", type=Path,
+    p.add_argument("--output", type=Path, metavar="PATH",
                    help="render to this video file, every frame in order (with --sink file: record the live run)")
     p.add_argument("--max-frames", type=_count(1), metavar="N", help="stop after N driving frames (default: all)")
     p.add_argument("--stats-json", type=Path, metavar="PATH",
@@ -185,8 +205,10 @@ def _render(args: argparse.Namespace, cfg: Config, source_rgb, progress) -> int:
                            t_start=progress.t_start)
     w, h = summary.size
     per_frame = summary.seconds / max(summary.frames, 1)
+    engines = " then ".join(f"{mode} ({n})" for mode, n in summary.frames_by_mode.items()) \
+        if len(summary.frames_by_mode) > 1 else f"{animator.mode} engine"
     line = (f"wrote {summary.output}: {summary.frames} frames, {w}x{h} at {summary.fps:g} fps, "
-            f"{summary.seconds:.1f} s ({per_frame:.2f} s/frame, {animator.mode} engine on {animator.device}, "
+            f"{summary.seconds:.1f} s ({per_frame:.2f} s/frame, {engines} on {animator.device}, "
             f"{animator.weights_kind} weights); {summary.frames_without_face} frames without a face")
     if summary.frames_missing:
         line += f"; driving video truncated ({summary.frames_missing} frames missing)"
@@ -196,7 +218,7 @@ def _render(args: argparse.Namespace, cfg: Config, source_rgb, progress) -> int:
             "frames": summary.frames, "seconds": summary.seconds, "frames_without_face": summary.frames_without_face,
             "mode": animator.mode, "device": str(animator.device), "weights": animator.weights_kind,
             "interrupted": summary.interrupted, "first_frame_s": summary.first_frame_s,
-            "frames_missing": summary.frames_missing,
+            "frames_missing": summary.frames_missing, "frames_by_mode": summary.frames_by_mode,
         }, indent=2))
     return 130 if summary.interrupted else 0  # `main` makes it 143 for SIGTERM
 
@@ -400,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS.get(argv[0], cmd_run) if argv else cmd_run
     if command is not cmd_run:
         argv = argv[1:]
+    elif argv and not argv[0].startswith("-"):  # `lp-live` itself takes no word first: a mistyped command
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1, cutoff=0.5)
+        hint = f"did you mean `lp-live {close[0]}`? " if close else ""
+        print(f"lp-live: error: unknown command {argv[0]!r}; {hint}commands: {', '.join(COMMANDS)} "
+              "(or options only, for a live run: lp-live --help)", file=sys.stderr)
+        return 2
     with signals.handled(program=program):
         try:
             code = command(argv)

@@ -27,7 +27,7 @@ class FakeAnimator:
 
     def __init__(self, cost: dict[str, float] | None = None, mode: str = "optimized", *,
                  no_face_every: int = 0, fail_at: int | None = None, sources: int = 1,
-                 compiled: tuple[str, ...] = ()) -> None:
+                 compiled: tuple[str, ...] = (), background_after: int | None = None) -> None:
         self.cost = cost or {"baseline": 0.03, "optimized": 0.01}
         self.mode = mode
         self.paste_back = True
@@ -44,6 +44,11 @@ class FakeAnimator:
         self.fail_at = fail_at
         self.calls: list[str] = []
         self.reanchored_before: list[int] = []  # call index of the frame after each re-anchor
+        # background_after: start on baseline, the `mode` engine "compiles" beside it until that many frames are done
+        self.background: tuple[str, int] | None = None
+        self.adopted_at: int | None = None  # call index of the first frame after the switch
+        if background_after is not None:
+            self.background, self.mode = (mode, background_after), "baseline"
 
     @property
     def stitching(self) -> bool:
@@ -71,6 +76,23 @@ class FakeAnimator:
 
     def compiles(self, mode: str) -> bool:
         return mode in self.compiled
+
+    def face_box(self) -> tuple[float, float, float, float] | None:
+        return (0.3, 0.4, 0.7, 0.85)  # where the crop puts the face
+
+    def background_status(self) -> str | None:
+        if self.background is None:
+            return None
+        return f"{self.background[0]} engine compiling... 0 s"
+
+    def background_ready(self) -> bool:
+        return self.background is not None and len(self.calls) >= self.background[1]
+
+    def adopt_background(self) -> str | None:
+        assert self.background_ready()
+        self.mode, self.background = self.background[0], None
+        self.adopted_at = len(self.calls)
+        return self.mode
 
     def submit(self, frame_rgb: np.ndarray, timestamp: float | None = None, *, worker=None) -> DoneFrame:
         return DoneFrame(self.process(frame_rgb, timestamp))

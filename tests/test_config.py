@@ -226,3 +226,31 @@ def test_the_device_and_retune_come_from_the_parsed_configuration(tmp_path, monk
     with pytest.raises(Configured):
         cli.main(["bench", "--config", str(cuda), "--device", "cpu"])  # the flag overrides the file
     assert calls == [False, True, False]
+
+
+def test_help_lists_the_commands_first_and_reads_plainly(capsys):
+    """`lp-live --help` starts with the commands, one short line each; values read as PATH, N, PX."""
+    from lp_live.cli import COMMANDS, main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    head = text.split("options:")[0]
+    assert len(head.splitlines()) < 15
+    for command in COMMANDS:
+        assert any(line.strip().startswith(f"lp-live {command} ") for line in head.splitlines()), command
+    assert "ENGINE." not in text and "STREAM." not in text and "SERVE." not in text
+    assert "--weights PATH" in text and "--max-frames N" in text and "--size PX" in text
+    for argv in (["serve", "--help"], ["bench", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "ENGINE." not in capsys.readouterr().out
+
+
+def test_a_mistyped_command_gets_a_suggestion(capsys):
+    from lp_live.cli import main
+
+    assert main(["serv"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean `lp-live serve`?" in err
+    assert main(["frobnicate"]) == 2 and "did you mean" not in capsys.readouterr().err

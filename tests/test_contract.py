@@ -17,7 +17,8 @@ from lp_live.stream.contract import contract_members
 
 MEMBERS = {"modes", "mode", "paste_back", "mirror", "stitching", "source_count", "source_index", "warnings",
            "weights_kind", "device", "set_mode", "reanchor", "select_source", "set_paste_back", "set_mirror",
-           "set_stitching", "compiles", "submit", "finish", "process"}
+           "set_stitching", "compiles", "submit", "finish", "process", "face_box", "background_status",
+           "background_ready", "adopt_background"}
 METHODS = {n for n in MEMBERS if inspect.isfunction(vars(LiveAnimator)[n])}
 
 
@@ -49,7 +50,8 @@ def stub_animator() -> Animator:
 
 def test_the_contract_lists_what_the_live_path_uses():
     assert set(contract_members()) == MEMBERS
-    assert sorted(METHODS) == ["compiles", "finish", "process", "reanchor", "select_source", "set_mirror",
+    assert sorted(METHODS) == ["adopt_background", "background_ready", "background_status", "compiles",
+                               "face_box", "finish", "process", "reanchor", "select_source", "set_mirror",
                                "set_mode", "set_paste_back", "set_stitching", "submit"]
 
 

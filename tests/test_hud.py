@@ -57,7 +57,7 @@ def test_every_hud_figure_comes_from_its_measurement():
 def test_hud_figures_during_a_run_are_measured(video, monkeypatch):
     infos: list[HudInfo] = []
     real = outputs_module.hud_lines
-    monkeypatch.setattr(outputs_module, "hud_lines", lambda info: infos.append(info) or real(info))
+    monkeypatch.setattr(outputs_module, "hud_lines", lambda info, **kw: infos.append(info) or real(info, **kw))
     animator = FakeAnimator({"baseline": 0.05, "optimized": 0.02})
     shown = RecordingSink("shown", hud=True)
     raw = {}
@@ -96,6 +96,61 @@ def test_h_hides_the_hud(video):
              keyboard=False, on_frame=on_frame)
     hidden = [np.array_equal(image, raw[t]) for image, t in zip(shown.images, shown.times)]
     assert hidden[0] is False and hidden[-1] is True
+
+
+def _text_width(text: str, width: int) -> int:
+    scale = hud_module._scale(width)
+    return hud_module.cv2.getTextSize(text, hud_module.FONT, scale, 1)[0][0]
+
+
+def test_the_default_hud_is_compact_and_fits_a_512_window():
+    info = _info(background="optimized engine compiling... 12 s", warnings=("Triton kernels off",))
+    compact = hud_lines(info, detail=False)
+    assert len(compact) == 2 and compact[1].startswith("optimized engine compiling... 12 s")
+    assert "(+1: i)" in compact[1]  # the warning is one key away
+    assert all(_text_width(line, 512) + 12 <= 512 for line in compact)
+    assert hud_lines(_info(), detail=False) == ["optimized  24.5 fps  latency 41 ms"]
+    assert "NO FACE" in hud_lines(_info(face_found=False), detail=False)[0]
+    detail = hud_lines(info)
+    assert len(detail) > 5 and "optimized engine compiling... 12 s" in detail
+    assert "WARNING: Triton kernels off" in detail
+    # the key legend is wrapped to the width, never cut ("m mirror 1-")
+    lines = hud_module.wrap(hud_module.HELP_LINE, lambda t: _text_width(t, 512) + 12 <= 512)
+    assert len(lines) > 1 and "  ".join(lines) == hud_module.HELP_LINE
+    assert all(_text_width(line, 512) + 12 <= 512 for line in lines)
+    image = np.full((512, 512, 3), 128, np.uint8)
+    out = draw_hud(image, compact, hud_module.COMPACT_HELP_LINE, face=(0.28, 0.4, 0.72, 0.84))
+    rows = np.nonzero(np.any(out != image, axis=2).any(axis=1))[0]
+    assert rows[rows < 256].max() < 60  # two lines at the top, above the head
+    assert not np.any(out[100:440] != image[100:440])  # the head and the face are clear
+
+
+def test_the_hud_goes_beside_the_face_where_there_is_room():
+    image = np.full((400, 900, 3), 128, np.uint8)
+    lines = hud_lines(_info(), detail=True)
+    left_face = draw_hud(image, lines, None, face=(0.0, 0.1, 0.35, 0.9))
+    changed = np.any(left_face != image, axis=2)
+    assert not changed[:, :300].any() and changed[:, -10:].any()  # top-right, clear of the face on the left
+    right_face = draw_hud(image, lines, None, face=(0.65, 0.1, 1.0, 0.9))
+    assert np.any(right_face != image, axis=2)[:10, :10].all()  # top-left
+
+
+def test_i_toggles_the_details(video):
+    controls = Controls()
+    seen = []
+    real = outputs_module.hud_lines
+
+    def on_frame(out):
+        if len(seen) == 3:
+            controls.press("i")
+
+    import pytest
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(outputs_module, "hud_lines", lambda info, **kw: seen.append(kw["detail"]) or real(info, **kw))
+        run_live(FakeAnimator(), video, stream_config(in_flight=1), sinks=[RecordingSink("shown", hud=True)],
+                 controls=controls, max_frames=8, keyboard=False, on_frame=on_frame)
+    assert seen[0] is False and seen[-1] is True
 
 
 def test_gpu_monitor_reads_nvml_lazily(monkeypatch):

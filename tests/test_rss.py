@@ -43,3 +43,23 @@ def test_a_live_run_records_rss_in_its_stats(video, tmp_path, monkeypatch):
     samples = stats.to_dict()["memory"]["samples"]
     assert len(samples) >= 5  # 30 frames at 25 fps: about 1.2 s
     assert all(mb > 10 for _, mb in samples) and samples[-1][0] <= stats.duration_s + 0.01
+
+
+def test_samples_come_on_their_own_timer_from_the_start(video, monkeypatch):
+    """Memory is sampled before the first frame and every interval however slow the frames are
+    (a newcomer saw samples 20 s apart with 8 s frames, and none before the first frame)."""
+    monkeypatch.setattr("lp_live.stream.rss.RSS_INTERVAL_S", 0.1)
+
+    def build():
+        time.sleep(0.5)  # the models load: no frame yet
+        return FakeAnimator({"baseline": 0.6, "optimized": 0.6})
+
+    from lp_live.stream import AnimatorFactory
+
+    stats = run_live(AnimatorFactory(build), StillSource(video, frames=3), stream_config(in_flight=1),
+                     keyboard=False, max_frames=2)
+    times = [t for t, _ in stats.to_dict()["memory"]["samples"]]
+    assert stats.first_frame_s > 0.5
+    assert sum(t < stats.first_frame_s for t in times) >= 3  # before the first frame
+    gaps = np.diff(times[:-1])  # the last one is the final, forced sample
+    assert gaps.max() < 0.35  # every ~0.1 s, not once per 0.6 s frame

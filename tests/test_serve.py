@@ -145,7 +145,8 @@ def test_uploads_are_limited_decoded_and_checked(server, assets):
 
     source_id = run(good())
     assert server.app[SERVER].sources.get(source_id).image.shape[2] == 3
-    status, body = run(_post(url, "/api/offer", json={"sdp": "v=0", "type": "offer", "source": "nope"}))
+    offer = {"sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "type": "offer", "source": "nope"}
+    status, body = run(_post(url, "/api/offer", json=offer))
     assert status == 404 and "POST /api/sources" in body["error"]
     assert run(_alive(url))["sessions"] == 0
 
@@ -306,3 +307,38 @@ def test_serve_bench_writes_the_load_figure(tmp_path, assets):
     for r in results["runs"]:
         assert len(r["per_session"]) == r["clients"] and r["steps"] >= 1
     assert results["meta"]["git_commit"] and results["targets"]["n4_throughput_at_least_n1"] is None
+
+
+def test_a_garbage_offer_is_refused_400_even_by_a_full_server_in_plain_words(server, driving):
+    frames, fps = driving
+
+    async def full_then_garbage() -> list[tuple[int, dict]]:
+        pcs, out = [], []
+        for _ in range(2):  # max_sessions=2: full
+            pc = RTCPeerConnection()
+            pcs.append(pc)
+            pc.addTransceiver(LoopTrack(frames[:1], fps), direction="sendrecv")
+            await pc.setLocalDescription(await pc.createOffer())
+            out.append(await _post(url, "/api/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}))
+        for sdp in ("garbage", "v=0\r\nthis is not sdp\r\n", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\n"):
+            out.append(await _post(url, "/api/offer", json={"sdp": sdp, "type": "offer"}))
+        for pc in pcs:
+            await pc.close()
+        return out
+
+    url = server.url
+    answers = run(full_then_garbage())
+    assert [status for status, _ in answers] == [200, 200, 400, 400, 400]
+    for _, body in answers[2:]:
+        error = body["error"]
+        assert error.startswith("not a usable WebRTC offer: ") and "\n" not in error
+        assert "Error" not in error and "Traceback" not in error and "'" not in error  # no Python text
+
+    async def wait_empty() -> int:  # the two never connected: closed after the idle timeout
+        for _ in range(100):
+            if (await _alive(url))["sessions"] == 0:
+                return 0
+            await asyncio.sleep(0.1)
+        return (await _alive(url))["sessions"]
+
+    assert run(wait_empty()) == 0

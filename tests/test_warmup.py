@@ -80,10 +80,10 @@ def test_live_camera_keeps_being_read_during_warm_up(video):
 
 def test_starting_image_says_what_happens():
     plain = starting_image(None, "loading the models 3 s")
-    other = starting_image(None, "compiling the optimized engine (first run only; cached after) 12 s")
+    other = starting_image(None, "compiling the optimized engine 12 s")
     assert plain.shape == (512, 512, 3) and plain.max() == 255 and not np.array_equal(plain, other)
     photo = np.full((1280, 720, 3), 250, np.uint8)
-    shown = starting_image(photo, "starting")
+    shown = starting_image(photo, "starting 3 s")
     assert shown.shape == photo.shape and shown[:600].max() == 100  # darkened; text in the lower part
     assert isinstance(StartingFrame(shown).image, np.ndarray)
 

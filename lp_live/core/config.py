@@ -274,6 +274,19 @@ def _default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
+def _metavar(key: str, base: type) -> str:
+    """How a flag's value reads in the help: N for a count, SECONDS, MB, X for a number, else the key ("HOST")."""
+    named = {"size": "PX", "photo_side": "PX", "port": "PORT", "fps": "FPS", "smoothing_min_cutoff": "HZ",
+             "max_sdp_kb": "KB"}
+    if key in named:
+        return named[key]
+    if base is int:
+        return "N"
+    if base is float:
+        return "SECONDS" if key.endswith("_s") else "MB" if key.endswith("_mb") else "X"
+    return key.upper()
+
+
 def add_flags(parser: argparse.ArgumentParser, sections: Iterable[str] = SECTIONS) -> None:
     """One flag per declared option of `sections`, dest "section.key", default None (= not given)."""
     for dotted, f, tp in options(sections):
@@ -298,6 +311,8 @@ def add_flags(parser: argparse.ArgumentParser, sections: Iterable[str] = SECTION
         elif kw_metavar:
             kw["metavar"], help_text = kw_metavar, help_text.replace(f" ({rng})", "")
             kw["help"] = help_text
+        else:
+            kw["metavar"] = f.metadata.get("metavar") or _metavar(dotted.split(".")[1], base)
         if typing.get_origin(tp) is list:
             kw["nargs"] = "+"
         elif f.metadata.get("const") is not None:

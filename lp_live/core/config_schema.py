@@ -26,11 +26,14 @@ SINKS: tuple[str, ...] = typing.get_args(Sink)
 
 
 def opt(default: Any, help: str, *, flag: str | None = "", low: float | None = None, high: float | None = None,
-        check: Callable[[Any], str | None] | None = None, const: Any = None, allowed: str = "") -> Any:
+        check: Callable[[Any], str | None] | None = None, const: Any = None, allowed: str = "",
+        metavar: str = "") -> Any:
     """A declared option: `default`, one-line `help`, CLI `flag` ("" for --field-name, None for none),
     inclusive bounds `low`/`high`, and `check` (value -> problem or None). `const`: the value of a
-    Literal flag given without a value; `allowed`: the allowed values in words, where `check` decides."""
-    meta = {"help": help, "flag": flag, "low": low, "high": high, "check": check, "const": const, "allowed": allowed}
+    Literal flag given without a value; `allowed`: the allowed values in words, where `check` decides;
+    `metavar`: the flag's value in the help ("PATH"; default: N for numbers, the key's name else)."""
+    meta = {"help": help, "flag": flag, "low": low, "high": high, "check": check, "const": const, "allowed": allowed,
+            "metavar": metavar}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -58,7 +61,10 @@ class EngineConfig:
     input_size: InputSize = opt(
         256, "network input side; LivePortrait was trained at 256 (the output is twice this)")
     weights: str | None = opt(None, "official weights directory, 'synthetic' (no download, not a trained face), "
-                              "or null for the download cache", check=_not_empty)
+                              "or null for the download cache", check=_not_empty, metavar="PATH")
+    wait_for_optimized: bool = opt(
+        False, "mode optimized: wait for it to compile before the first frame (default: animate with the baseline "
+        "engine meanwhile and switch when it is ready)")
     compile: bool = opt(True, "torch.compile the optimized per-frame path")
     cuda_graph: bool = opt(True, "replay the optimized per-frame path as CUDA graphs (CUDA only)")
     kernels: Literal["auto", "on", "off"] = opt(
@@ -141,8 +147,8 @@ class ServeConfig:
     token: str | None = opt(None, "access token for the page, the API and the offer; null on a non-loopback "
                             "host: one is generated and printed once")
     cert: str | None = opt(None, "TLS certificate (PEM) for HTTPS; browsers give the camera only to HTTPS "
-                           "pages or localhost")
-    key: str | None = opt(None, "TLS private key (PEM) matching --cert")
+                           "pages or localhost", metavar="PATH")
+    key: str | None = opt(None, "TLS private key (PEM) matching --cert", metavar="PATH")
     max_sessions: int = opt(4, "most streams animated at once; more get 'server full' (503)", low=1, high=256)
     max_upload_mb: float = opt(10.0, "largest source photo upload in MB", low=0.01, high=200.0)
     max_pixels: int = opt(25_000_000, "largest source photo in pixels (width x height), checked before decoding",

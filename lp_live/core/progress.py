@@ -2,8 +2,8 @@
 
 A long step (loading the models, building an engine, the first frame that compiles it) runs
 inside `Progress.step(text)`: the text is logged when it starts, again every `tick_s` with the
-seconds so far ("compiling the optimized engine (first run only) 12 s…"), and `status()`
-gives it to whoever draws a "starting…" frame. One `Progress` belongs to one run; the code
+seconds so far ("compiling the optimized engine 12 s…"), and `status()` gives it, always with a
+seconds counter, to whoever draws a "starting…" frame. One `Progress` belongs to one run; the code
 that builds the run passes it down.
 """
 
@@ -62,11 +62,12 @@ class Progress:
             self.log.info("%s %.0f s…", text, time.perf_counter() - t0)
 
     def status(self) -> str:
-        """The current step with its seconds so far ("loading the models 3 s"), or "starting"."""
+        """The current step with its seconds so far ("loading the models 3 s"); between steps, the
+        run's seconds so far ("starting 12 s"): never a status without a counter."""
         with self._lock:
             step = self._step
         if step is None:
-            return "starting"
+            return f"starting {self.elapsed():.0f} s"
         text, t0 = step
         return f"{text} {time.perf_counter() - t0:.0f} s"
 
@@ -75,8 +76,10 @@ class Progress:
         return time.perf_counter() - self.t_start
 
 
-def first_frame_step(mode: str, compiles: bool) -> str:
-    """The step text for the first frame of engine `mode` (`compiles`: that frame compiles the engine)."""
+def first_frame_step(mode: str, compiles: bool, *, cached: bool | None = None) -> str:
+    """The step text for the first frame of engine `mode` (`compiles`: that frame compiles the engine;
+    `cached`: whether its compiled code is known to come from the cache, None: not known)."""
     if compiles:
-        return f"compiling the {mode} engine (first run only; cached after)"
+        where = {True: " (from the cache)", False: " (nothing cached yet)", None: ""}[cached]
+        return f"compiling the {mode} engine{where}"
     return f"first {mode} frame"

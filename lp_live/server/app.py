@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import ipaddress
 import json
 import logging
 import secrets
@@ -52,8 +50,10 @@ from ..session import (
     read_image,
     resolve_device,
     unmet_requests,
+    warm_frame,
     warm_up,
 )
+from .checks import is_loopback, sdp_problem, token_matches
 from .scheduler import Scheduler
 from .sessions import AnimatedTrack, Session
 from .sources import DEFAULT_ID, SourceError, SourceStore, decode_photo
@@ -72,19 +72,6 @@ class RequestError(Exception):
     def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
         self.status, self.reason, self.headers = status, reason, headers or {}
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def token_matches(given: str, token: str) -> bool:
-    return hmac.compare_digest(given.encode(), token.encode())
 
 
 async def read_limited(request: web.Request, limit: int, what: str) -> bytes:
@@ -126,10 +113,16 @@ class Server:
             log.warning("%s", line)
         default = await asyncio.to_thread(self._make_source, DEFAULT_ID, read_image(DEFAULT_SOURCE))
         self.sources.add(default)
-        # the first engine, built and run once now (compilation, graphs) instead of on someone's first frame
+        # the first engine, built and run once now (graphs, compilation) instead of on someone's first frame;
+        # mode optimized: the baseline engine answers while the optimized one compiles beside it (the step
+        # thread switches the streams to it once it is ready), unless --wait-for-optimized
+        background = cfg.engine.mode == "optimized" and not cfg.engine.wait_for_optimized
+        first = "baseline" if background else cfg.engine.mode
         t0 = time.perf_counter()
-        await self.scheduler.call(warm_up, self.scheduler.pool, cfg.engine.mode, default)
-        log.info("%s engine ready in %.1f s", cfg.engine.mode, time.perf_counter() - t0)
+        await self.scheduler.call(warm_up, self.scheduler.pool, first, default)
+        log.info("%s engine ready in %.1f s", first, time.perf_counter() - t0)
+        if background:
+            self.scheduler.pool.build_in_background("optimized", warm_frame(default, "optimized"), device=self.device)
         self.scheduler.start()
         self._spawn(self._reap_idle())
 
@@ -210,6 +203,9 @@ class Server:
                                     "\"source\"}") from None
         if not isinstance(data, dict) or data.get("type") != "offer" or not isinstance(data.get("sdp"), str):
             raise RequestError(400, "expected a JSON object {\"sdp\": ..., \"type\": \"offer\", \"source\": id}")
+        problem = sdp_problem(data["sdp"])
+        if problem:  # before anything else, a full server included: a bad offer is the client's to fix
+            raise RequestError(400, f"not a usable WebRTC offer: {problem}")
         source = self.sources.get(str(data.get("source", DEFAULT_ID)))
         if source is None:
             raise RequestError(404, f"unknown source {data.get('source')!r}; upload the photo with "
@@ -235,10 +231,11 @@ class Server:
         except RequestError:
             await self.close_session(session.id)
             raise
-        except Exception as e:
+        except Exception as e:  # aiortc's own text is no help to the client: logged, not sent
             await self.close_session(session.id)
-            raise RequestError(400, f"not a usable WebRTC offer: {' '.join(str(e).split()) or type(e).__name__}") \
-                from None
+            log.info("offer refused: %s: %s", type(e).__name__, " ".join(str(e).split()))
+            raise RequestError(400, "not a usable WebRTC offer: its SDP could not be read; send the offer "
+                                    "your browser's createOffer() made, unchanged") from None
 
     async def _answer(self, pc: RTCPeerConnection, session: Session, sdp: str) -> web.Response:
         wake = self.scheduler.wake
@@ -279,6 +276,7 @@ class Server:
                 figures = session.stats()
                 sched = self.scheduler.stats()
                 figures.update(speed_ratio=sched["speed_ratio"], step_ms=sched["step_ms"], sessions=sched["sessions"],
+                               background=sched["background"], engine=self.scheduler.running_mode(session.mode),
                                device=str(self.device), weights=self.models.kind, modes=list(MODES),
                                t_server=time.time())
                 channel.send(json.dumps({"stats": figures}))

@@ -117,8 +117,29 @@ class Scheduler:
                 r.session.deliver(r.image, r.t_received, r.infer_ms)
 
     # -- the step (worker thread) -----------------------------------------------------------
-    @torch.no_grad()
+    def running_mode(self, mode: str) -> str:
+        """The engine that animates a stream asking for `mode`: baseline while `mode` is still being
+        built in the background."""
+        build = self.pool.pending()
+        return "baseline" if build is not None and build.mode == mode and not self.pool.ready() else mode
+
+    def background_status(self) -> str | None:
+        """"optimized engine compiling... 12 s" while it is built in the background, else None."""
+        build = self.pool.pending()
+        if build is None or self.pool.ready():
+            return None
+        return f"{build.mode} engine compiling... {build.seconds():.0f} s"
+
     def step(self, jobs: list[Job]) -> list[Result]:
+        """Animate the newest frame of each job's session as one batch per engine (the step thread)."""
+        if self.pool.ready():  # between two steps: the engine built in the background takes over
+            self.pool.adopt()
+        # while an exclusive background build (CUDA) warms, no step runs on the device (`EnginePool.device_lock`)
+        with self.pool.device_lock if self.pool.exclusive() else contextlib.nullcontext():
+            return self._step(jobs)
+
+    @torch.no_grad()
+    def _step(self, jobs: list[Job]) -> list[Result]:
         t0 = time.perf_counter()
         live = [(job, job.session.stream) for job in jobs]
         live = [(job, stream) for job, stream in live if stream is not None]  # not closed since taken
@@ -130,7 +151,7 @@ class Scheduler:
         inputs = list(self.host.map(lambda entry: self._prepare(*entry), live))
         batches: dict[str, list[tuple[Job, DrivingStream, DrivingInput]]] = defaultdict(list)
         for (job, stream), driving in zip(live, inputs):
-            batches[job.session.mode].append((job, stream, driving))
+            batches[self.running_mode(job.session.mode)].append((job, stream, driving))
         results: list[Result] = []
         for mode, entries in batches.items():
             t_engine = time.perf_counter()
@@ -169,6 +190,7 @@ class Scheduler:
             "batch_max": max(batches, default=None),
             "engine_ms_per_frame": medians,
             "speed_ratio": speed_ratio(self.per_frame_ms),
+            "background": self.background_status(),
             "output_fps": sum(s["fps"] or 0.0 for s in sessions),
             "per_session": sessions,
         }

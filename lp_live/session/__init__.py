@@ -19,7 +19,7 @@ from .build import (
     unmet_requests,
 )
 from .driving import DrivingInput, DrivingStream
-from .engines import EnginePool, warm_up
+from .engines import EnginePool, warm_frame, warm_up
 from .photo import (
     DEFAULT_SOURCE,
     MIN_SOURCE_SIDE,
@@ -60,5 +60,6 @@ __all__ = [
     "read_image",
     "resolve_device",
     "unmet_requests",
+    "warm_frame",
     "warm_up",
 ]

@@ -24,7 +24,7 @@ from ..face import FaceDetector
 from ..models import SYNTHETIC
 from ..motion.smoothing import MotionSmoother
 from .driving import DrivingStream
-from .engines import EnginePool
+from .engines import EnginePool, warm_frame
 from .photo import SourcePhoto, load_photo
 from .step import Job, finish, launch
 
@@ -43,6 +43,7 @@ class PendingFrame:
     mode: str  # the engine it was submitted to
     face_found: bool
     job: Future | Job  # the launched frame, or a Future of it where the device part runs on a worker
+    locked: bool = False  # it holds the pool's device lock until `finish` (an exclusive background build)
 
     def ready(self) -> bool:
         """True when `Animator.finish` would not wait for the device."""
@@ -121,6 +122,41 @@ class Animator:
     def compiles(self, mode: str) -> bool:
         """Whether the first frame of engine `mode` compiles it (a long first frame)."""
         return bool(getattr(self.engine(mode), "compiled", False))
+
+    # -- the optimized engine built beside the running one --------------------------------------
+    def start_background(self, mode: str, factory: Callable[[str], Engine] | None = None) -> None:
+        """Build, compile and warm engine `mode` on a thread of its own while the current engine
+        animates; the live loop switches to it between two frames (`adopt_background`).
+
+        Args:
+            mode: the engine to build.
+            factory: builds it (default: the pool's; one that reports progress steps must not be
+                used here, the steps are the foreground's).
+        """
+        self.pool.build_in_background(mode, warm_frame(self.stream.photo, mode), device=self.device,
+                                      factory=factory)
+
+    def background_status(self) -> str | None:
+        """"optimized engine compiling... 12 s" while an engine is built in the background, else None."""
+        build = self.pool.pending()
+        if build is None:
+            return None
+        return f"{build.mode} engine compiling... {build.seconds():.0f} s"
+
+    def background_ready(self) -> bool:
+        """True when the engine built in the background can be adopted without waiting."""
+        return self.pool.ready()
+
+    def adopt_background(self) -> str | None:
+        """Switch to the engine built in the background (call between two frames, none in flight):
+        its mode, or None when its build failed (then said in `warnings`)."""
+        mode = self.pool.adopt()
+        if mode is None:
+            if self.pool.background_error and self.pool.background_error not in self.warnings:
+                self.warnings = (*self.warnings, self.pool.background_error)
+            return None
+        self.set_mode(mode)
+        return mode
 
     # -- the driving stream's state, as the live app and its tests see it ----------------------
     @property
@@ -210,22 +246,39 @@ class Animator:
         order they were submitted, and change the mode or re-anchor only with none in flight.
         """
         mode, engine, stream = self.mode, self.pool.get(self.mode), self.stream
-        driving = stream.prepare(frame_rgb, time.perf_counter() if timestamp is None else timestamp)
+        locked = self.pool.exclusive()
+        if locked:  # no device work of this frame while the background engine captures its graphs
+            self.pool.device_lock.acquire()
+        try:
+            driving = stream.prepare(frame_rgb, time.perf_counter() if timestamp is None else timestamp)
 
-        def device_part() -> Job:
-            return launch(engine, mode, [(stream, driving)])[0]
+            def device_part() -> Job:
+                return launch(engine, mode, [(stream, driving)])[0]
 
-        job = worker.submit(device_part) if worker is not None and not engine.asynchronous else device_part()
-        return PendingFrame(mode, driving.face_found, job)
+            job = worker.submit(device_part) if worker is not None and not engine.asynchronous else device_part()
+        except BaseException:
+            if locked:
+                self.pool.device_lock.release()
+            raise
+        return PendingFrame(mode, driving.face_found, job, locked)
 
     def finish(self, pending: PendingFrame) -> AnimatedFrame:
         """Wait for a submitted frame's device part, then paste it back."""
-        job = pending.job.result() if isinstance(pending.job, Future) else pending.job
-        return AnimatedFrame(finish(job), face_found=pending.face_found, mode=pending.mode)
+        try:
+            job = pending.job.result() if isinstance(pending.job, Future) else pending.job
+            return AnimatedFrame(finish(job), face_found=pending.face_found, mode=pending.mode)
+        finally:
+            if pending.locked:
+                pending.locked = False
+                self.pool.device_lock.release()
 
     def still(self, paste_back: bool | None = None) -> np.ndarray:
         """The un-animated output: the photo (paste-back) or its crop at the generated size."""
         return self.stream.still(paste_back)
+
+    def face_box(self) -> tuple[float, float, float, float] | None:
+        """Where the face is in the frames `process` returns now, as fractions of their width and height."""
+        return self.stream.photo.face_box(self.stream.paste_back)
 
     @property
     def output_size(self) -> tuple[int, int]:

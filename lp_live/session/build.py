@@ -64,14 +64,23 @@ def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortra
                    progress: Progress | None = None) -> Animator:
     """An Animator for `source_rgb` (and `more_sources`, selectable with `select_source`) from a
     run configuration (loads or builds the weights). `progress` gets the long steps (loading
-    the models, building each engine)."""
+    the models, building each engine). With `engine.mode: optimized` the animator starts on the
+    baseline engine and builds the optimized one in the background (`Animator.start_background`;
+    the live loop and the render switch to it when it is ready), unless
+    `engine.wait_for_optimized`."""
     eng = config.engine
     device = resolve_device(eng.device)
     progress = progress or Progress()
     if models is None:
         with progress.step("loading the models"):
             models = load_models(config, device)
-    anim = config.animation
+    with progress.step("preparing the photo and the first engine"):
+        return _build(config, source_rgb, models, device, more_sources, progress)
+
+
+def _build(config: Config, source_rgb: np.ndarray, models: LivePortraitModels, device: torch.device,
+           more_sources: list[np.ndarray] | tuple[np.ndarray, ...], progress: Progress) -> Animator:
+    eng, anim = config.engine, config.animation
     detector = create_driving_detector(config, models)
     warnings = unmet_requests(config, device, detector)
     for line in warnings:
@@ -82,11 +91,12 @@ def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortra
         with progress.step(f"building the {mode} engine"):
             return build(mode)
 
+    background = eng.mode == "optimized" and not eng.wait_for_optimized
     animator = Animator(
         source_rgb,
         factory,
         detector,
-        mode=eng.mode,
+        mode="baseline" if background else eng.mode,
         modes=MODES,
         options=anim.options(),
         paste_back=anim.paste_back,
@@ -99,6 +109,8 @@ def build_animator(config: Config, source_rgb: np.ndarray, *, models: LivePortra
     animator.warnings = tuple(warnings)
     for more in more_sources:
         animator.add_source(more)
+    if background:  # the baseline engine animates from the first frame; the optimized one compiles beside it
+        animator.start_background("optimized", build)
     return animator
 
 

@@ -86,6 +86,12 @@ def ratios_to(ratios: Ratios | None, device: torch.device) -> Ratios | None:
     return Ratios(eye=eye.to(device, non_blocking=True), lip=lip.to(device, non_blocking=True))
 
 
+# The face in a crop, as fractions of its side: the crop is 2.3 face boxes wide (`CropConfig.scale`),
+# its centre 0.125 of a side above the face's (`vy_ratio`), so the face box is its central 1/2.3,
+# shifted down by 0.125.
+FACE_IN_CROP = (0.5 - 0.5 / 2.3, 0.625 - 0.5 / 2.3, 0.5 + 0.5 / 2.3, min(1.0, 0.625 + 0.5 / 2.3))
+
+
 @dataclass(eq=False)
 class SourcePhoto:
     """A source photo ready to animate: the fitted photo, its face crop (the engine input), its
@@ -126,6 +132,19 @@ class SourcePhoto:
             return self.image.copy()  # the sinks may draw on what they are given
         size = (self.generated_size, self.generated_size)
         return cv2.resize(self.crop.image, size, interpolation=cv2.INTER_AREA)
+
+    def face_box(self, paste_back: bool) -> tuple[float, float, float, float]:
+        """Where the face is in the output, (x0, y0, x1, y1) as fractions of its width and height:
+        the crop's central part (`FACE_IN_CROP`), mapped into the photo with paste-back."""
+        x0, y0, x1, y1 = FACE_IN_CROP
+        if not paste_back:
+            return FACE_IN_CROP
+        side = self.crop.dsize
+        corners = np.array([[x0 * side, y0 * side, 1], [x1 * side, y0 * side, 1], [x0 * side, y1 * side, 1],
+                            [x1 * side, y1 * side, 1]]) @ self.crop.M_c2o[:2].T
+        h, w = self.image.shape[:2]
+        (px0, py0), (px1, py1) = corners.min(axis=0), corners.max(axis=0)
+        return (max(0.0, px0 / w), max(0.0, py0 / h), min(1.0, px1 / w), min(1.0, py1 / h))
 
     def output_size(self, paste_back: bool) -> tuple[int, int]:
         """(width, height) of the frames animated from this photo."""

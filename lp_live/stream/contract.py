@@ -86,6 +86,10 @@ class LiveAnimator(Protocol):
     def device(self) -> Any:
         """The torch device the engines run on (the HUD's GPU figures and the stats)."""
 
+    def face_box(self) -> tuple[float, float, float, float] | None:
+        """Where the face is in the frames it gives now, (x0, y0, x1, y1) as fractions of the
+        frame's width and height (the HUD keeps clear of it); None: not known."""
+
     def set_mode(self, mode: str) -> None:
         """Use engine `mode` (one of `modes`) from the next frame on; may build it (slow)."""
 
@@ -106,6 +110,18 @@ class LiveAnimator(Protocol):
 
     def compiles(self, mode: str) -> bool:
         """True when the first frame of engine `mode` compiles it (the progress step says so)."""
+
+    def background_status(self) -> str | None:
+        """"optimized engine compiling... 12 s" while an engine is built beside the running one
+        (read by the sink threads for the HUD and the stats), else None."""
+
+    def background_ready(self) -> bool:
+        """True when the engine built in the background is done (built or failed): `adopt_background`
+        would not wait."""
+
+    def adopt_background(self) -> str | None:
+        """Switch to the engine built in the background, between two frames with none in flight;
+        returns its mode, or None when the build failed (the animator's `warnings` then say why)."""
 
     def submit(self, frame_rgb: np.ndarray, timestamp: float | None = None, *,
                worker: Executor | None = None) -> PendingResult:

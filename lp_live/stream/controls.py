@@ -31,16 +31,18 @@ class Controls:
     Args:
         hud: draw the HUD on the sinks that show it.
         pip: draw the driving frame small in a corner of the sinks that show the HUD.
+        detail: the HUD shows every figure and key (`i`), else a compact line or two.
 
     `quit` is set by q or Esc, and `on_quit` (if set; run_live sets its stop event) is called.
     """
 
-    def __init__(self, *, hud: bool = True, pip: bool = False) -> None:
+    def __init__(self, *, hud: bool = True, pip: bool = False, detail: bool = False) -> None:
         self._lock = threading.Lock()
         self._pending: list[str] = []
         self._switches = [0, 0]  # engine switches (`b`) pressed, and taken by `apply`
         self.hud = hud
         self.pip = pip
+        self.detail = detail
         self.quit = threading.Event()
         self.mode_switches = 0
         self.on_quit: Any = None
@@ -58,6 +60,8 @@ class Controls:
                 self.hud = not self.hud  # drawn by the sinks: no engine change to wait for
             elif key == "d":
                 self.pip = not self.pip  # drawn by the sinks too
+            elif key == "i":
+                self.detail = not self.detail  # so is the HUD's detail
             elif key in KEYS or (len(key) == 1 and key in PHOTO_KEYS):
                 self._pending.append(key)
                 self._switches[0] += key == "b"

@@ -20,6 +20,7 @@ HOTKEYS: tuple[Hotkey, ...] = (
     Hotkey("m", "mirror", "toggle mirror"),
     Hotkey("1-9", "photo", "switch to source photo 1-9 (--source given several times, or a folder)"),
     Hotkey("d", "driving", "toggle a small picture of the driving camera (to align the head)"),
+    Hotkey("i", "details", "toggle the HUD's details (every figure and these keys) and its compact line"),
     Hotkey("h", "HUD", "toggle HUD"),
     Hotkey("q", "quit", "quit (also Esc)"),
 )
@@ -27,9 +28,12 @@ KEYS: dict[str, str] = {h.key: h.action for h in HOTKEYS}
 PHOTO_KEYS = "123456789"  # the "1-9" entry: photo n is key n
 
 
-def legend() -> str:
-    """The HUD's one-line key legend."""
-    return "  ".join(f"{h.key} {h.label}" for h in HOTKEYS)
+COMPACT_KEYS = ("i", "h", "q")  # the compact HUD's legend: how to see more, hide it, quit
+
+
+def legend(keys: tuple[str, ...] | None = None) -> str:
+    """The HUD's key legend on one line: every key, or those of `keys`."""
+    return "  ".join(f"{h.key} {h.label}" for h in HOTKEYS if keys is None or h.key in keys)
 
 
 def describe() -> str:

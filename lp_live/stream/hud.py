@@ -1,7 +1,10 @@
 """The heads-up display: measured figures drawn on a copy of the output frame with OpenCV.
 
 `hud_lines` turns a `HudInfo` (every figure measured in this run, None until measured) into
-text; `draw_hud` draws it top-left on a dark panel, and the hotkey help line at the bottom.
+text: by default a compact line (engine, output rate, latency) and, when there is one, a second
+line with what the user should know now (the optimized engine compiling, a warning); the
+details (every figure, every key) are on `i`. `draw_hud` draws it on a dark panel in a top
+corner clear of the face, and the key legend at the bottom (wrapped to the frame's width).
 GPU memory and utilisation come from NVML (`pynvml`, imported on first use) when present.
 """
 
@@ -11,16 +14,18 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from .hotkeys import legend
+from .hotkeys import COMPACT_KEYS, legend
 
 log = logging.getLogger(__name__)
 
 HELP_LINE = legend()
+COMPACT_HELP_LINE = legend(COMPACT_KEYS)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -53,6 +58,7 @@ class HudInfo:
     warnings: tuple[str, ...] = ()  # options that cannot be honoured here (also logged once at start)
     skipped: int = 0  # camera frames not animated because the engine was busy (normal when it is slow)
     photo: str = ""  # "photo 2/3" with several source photos
+    background: str | None = None  # "optimized engine compiling... 12 s" while it is built beside this one
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -63,8 +69,21 @@ def _on(flag: bool) -> str:
     return "on" if flag else "off"
 
 
-def hud_lines(info: HudInfo) -> list[str]:
-    """The HUD text, one string per line (the help line is separate: HELP_LINE)."""
+def hud_lines(info: HudInfo, *, detail: bool = True) -> list[str]:
+    """The HUD text, one string per line (the key legend is separate: HELP_LINE, COMPACT_HELP_LINE).
+
+    Args:
+        info: the figures.
+        detail: every figure (the `i` key); False: one line, and a second for the engine being
+            compiled or the first warning.
+    """
+    if not detail:
+        line = (f"{info.mode}  {_num(info.output_fps, '.1f')} fps  latency {_num(info.latency_p50_ms, '.0f')} ms"
+                + ("" if info.face_found else "  NO FACE"))
+        more = ([info.background] if info.background else []) + [f"WARNING: {w}" for w in info.warnings]
+        if len(more) > 1:
+            more[0] += f"  (+{len(more) - 1}: i)"
+        return [line, *more[:1]]
     lines = [
         f"{info.mode}  out {_num(info.output_fps, '.1f')} fps  infer {_num(info.inference_fps, '.1f')} fps",
         f"latency p50 {_num(info.latency_p50_ms, '.0f')} ms  p95 {_num(info.latency_p95_ms, '.0f')} ms"
@@ -83,6 +102,8 @@ def hud_lines(info: HudInfo) -> list[str]:
         lines.append(f"only {'/'.join(info.modes)} loaded: no speed ratio")
     state = f"paste-back {_on(info.paste_back)}  stitching {_on(info.stitching)}  mirror {_on(info.mirror)}"
     lines.append(state if info.face_found else state + "  NO FACE")
+    if info.background:
+        lines.append(info.background)
     lines.extend(f"WARNING: {w}" for w in info.warnings)
     return lines
 
@@ -108,8 +129,36 @@ def draw_pip(image: np.ndarray, driving: np.ndarray, fraction: float = PIP_FRACT
     return out
 
 
-def draw_hud(image: np.ndarray, lines: list[str], help_line: str | None = HELP_LINE) -> np.ndarray:
-    """A copy of `image` (H, W, 3 RGB uint8) with `lines` top-left and `help_line` at the bottom."""
+Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) as fractions of the frame's width and height
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def wrap(text: str, fits: Callable[[str], bool]) -> list[str]:
+    """`text` cut at double spaces (between keys) into lines that each `fits` where possible."""
+    lines: list[str] = []
+    for part in text.split("  "):
+        if lines and fits(f"{lines[-1]}  {part}"):
+            lines[-1] += f"  {part}"
+        else:
+            lines.append(part)
+    return lines
+
+
+def draw_hud(image: np.ndarray, lines: list[str], help_line: str | None = HELP_LINE, *,
+             face: Box | None = None) -> np.ndarray:
+    """A copy of `image` (H, W, 3 RGB uint8) with `lines` in a top corner and `help_line` at the
+    bottom, wrapped to the width.
+
+    Args:
+        image: the frame.
+        lines: the HUD's text lines.
+        help_line: the key legend (None: none).
+        face: where the face is (with the head above it kept clear too): the panel goes top-left,
+            else top-right, whichever does not cover it; top-left when neither can.
+    """
     out = image.copy()
     h, w = out.shape[:2]
     scale = _scale(w)
@@ -118,9 +167,12 @@ def draw_hud(image: np.ndarray, lines: list[str], help_line: str | None = HELP_L
     step = text_h + baseline + max(2, int(4 * scale))
     pad = max(3, int(6 * scale))
 
-    def panel(texts: list[str], x: int, y: int) -> None:
+    def size(texts: list[str]) -> tuple[int, int]:
         width = max(cv2.getTextSize(t, FONT, scale, thickness)[0][0] for t in texts) + 2 * pad
-        height = step * len(texts) + pad
+        return width, step * len(texts) + pad
+
+    def panel(texts: list[str], x: int, y: int) -> None:
+        width, height = size(texts)
         x1, y1 = min(w, x + width), min(h, y + height)
         region = out[y:y1, x:x1]
         region[:] = (region.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken to 40%
@@ -129,9 +181,17 @@ def draw_hud(image: np.ndarray, lines: list[str], help_line: str | None = HELP_L
             cv2.putText(out, t, org, FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
 
     if lines:
-        panel(lines, 0, 0)
+        x = 0
+        if face is not None:
+            width, height = size(lines)
+            fx0, fy0, fx1, fy1 = face[0] * w, face[1] * h, face[2] * w, face[3] * h
+            head = (int(fx0), int(max(0.0, fy0 - 0.5 * (fy1 - fy0))), int(fx1), int(fy1))  # the hair above too
+            if _overlaps((0, 0, width, height), head) and not _overlaps((w - width, 0, w, height), head):
+                x = max(0, w - width)
+        panel(lines, x, 0)
     if help_line:
-        panel([help_line], 0, max(0, h - step - pad))
+        help_lines = wrap(help_line, lambda t: cv2.getTextSize(t, FONT, scale, thickness)[0][0] + 2 * pad <= w)
+        panel(help_lines, 0, max(0, h - step * len(help_lines) - pad))
     return out
 
 

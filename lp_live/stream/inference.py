@@ -31,6 +31,10 @@ from .queues import GET_TIMEOUT_S, LatestQueue, QueueClosed
 
 log = logging.getLogger(__name__)
 
+# A video file used as the camera (not looped) is "far slower" when one frame of the engine
+# lasts this many of the file's frames: most of it is skipped and the run ends with it.
+FAR_SLOWER = 10.0
+
 # With a frame in flight and no new one, how often the inference thread checks whether the
 # device is done with it: a CUDA event or a worker's future cannot wake a wait on the queue.
 READY_POLL_S = 0.002
@@ -105,7 +109,7 @@ class InferenceThread(threading.Thread):
                  stop: threading.Event, *, max_frames: int | None = None, calibrate_frames: int = 0,
                  in_flight: int = 1, on_frame: Callable[[OutputFrame], None] | None = None,
                  progress: Progress | None = None, gate: FirstFrameGate | None = None,
-                 mirror: bool = False) -> None:
+                 mirror: bool = False, file_fps: float | None = None) -> None:
         super().__init__(name="lp-live-inference", daemon=True)
         if in_flight not in DEPTHS:
             raise ValueError(f"in_flight must be 1 or 2, got {in_flight}")
@@ -123,6 +127,8 @@ class InferenceThread(threading.Thread):
         self.error: BaseException | None = None
         self.flight: InFlight[_Submitted] | None = None
         self._warm: set[str] = set()
+        self.file_fps = file_fps  # the frame rate of a video file used as the camera, played once
+        self.notices: tuple[str, ...] = ()  # found during the run, for the HUD (each also logged once)
         self._t_controls = 0.0
         self._clock = _BusyClock()
 
@@ -136,8 +142,10 @@ class InferenceThread(threading.Thread):
             while not self.stop.is_set():
                 if self._at_limit():
                     break
-                if calibrate and self.gate.is_open():
-                    calibrate = False
+                if self.animator.background_ready():
+                    self._adopt()
+                if calibrate and self.gate.is_open() and self.animator.background_status() is None:
+                    calibrate = False  # both engines ready: timed now (after a background build, once it is adopted)
                     self._calibrate()
                     continue
                 frame = self._next()
@@ -217,6 +225,8 @@ class InferenceThread(threading.Thread):
         t_lap = time.perf_counter()
         self.metrics.record_inference(result.mode, ms, face_found=result.face_found, calibration=sub.calibration,
                                       warmup=sub.warmup)
+        if not sub.warmup:
+            self._check_pace(ms)
         out = OutputFrame(sub.frame.seq, sub.frame.t_capture, result.image, result.mode, result.face_found,
                           sub.t_controls, ms, sub.calibration,
                           driving=sub.frame.image[:, ::-1] if sub.mirrored else sub.frame.image)
@@ -229,9 +239,30 @@ class InferenceThread(threading.Thread):
             self.on_frame(out)
         self._clock.exclude(t_lap)  # handing the frame on is no frame's work
 
+    def _check_pace(self, ms: float) -> None:
+        """Say once when the engine is far slower than a video file used as the camera."""
+        if self.file_fps is None or ms * self.file_fps / 1e3 < FAR_SLOWER:
+            return
+        line = (f"the engine takes {ms / 1e3:.1f} s a frame, the video file gives {self.file_fps:g} frames a "
+                "second: most of them are skipped and the run ends with the file; --loop plays it again")
+        log.warning("%s", line)
+        self.notices = (*self.notices, line)
+        self.file_fps = None  # once
+
     def _drain(self) -> None:
         while len(self.flight):
             self._finish()
+
+    def _adopt(self) -> None:
+        """Finish the frames in flight, then switch to the engine built in the background."""
+        self._drain()
+        t0 = time.perf_counter()
+        mode = self.animator.adopt_background()
+        self._clock.exclude(t0)
+        if mode is not None:
+            self.metrics.background_adopted(mode)
+            log.info("switched to the %s engine %.1f s into the run (built in the background)", mode,
+                     self.metrics.elapsed())
 
     def _switch(self, mode: str) -> None:
         """Finish the frames in flight, then change the engine (not timed: it may build it)."""

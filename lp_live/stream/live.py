@@ -149,7 +149,9 @@ class LiveSession:
                                          self.metrics, self.stop, max_frames=max_frames,
                                          calibrate_frames=config.calibrate_frames, in_flight=config.in_flight,
                                          on_frame=on_frame, progress=self.progress, gate=self.first_frame,
-                                         mirror=config.mirror)
+                                         mirror=config.mirror,
+                                         file_fps=source.fps if source.is_file and config.pace and not source.loop
+                                         else None)
         # a video file used as the camera gives its first frame, then waits for the engine to be ready
         self.capture = CaptureThread(source, self.capture_q, self.stop, pace=config.pace,
                                      wait_for=self.first_frame if source.is_file else None)
@@ -181,6 +183,7 @@ class LiveSession:
             self.controls.on_quit = self._quit
             if self.controls.quit.is_set():
                 self._quit()
+            self.metrics.rss.start()  # memory samples from the first second, whatever the frames do
             for t in threads:
                 t.start()
             signals.raise_pending()  # a signal that came while the session was set up
@@ -198,6 +201,7 @@ class LiveSession:
             with signals.deferred():  # a signal now is recorded, not raised into the cleanup
                 log.info("stopping (%s)", self.metrics.stop_reason or "stop requested")
                 self._shutdown()
+                self.metrics.rss.stop()
                 stats = self._stats()
                 if stats_json is not None:
                     stats.write_json(stats_json)

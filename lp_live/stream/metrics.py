@@ -47,8 +47,10 @@ class LiveStats:
     to take (normal when it is slower than the camera) and `lost` animated frames a sink was
     too slow to show. `source` adds the source's counts (`reconnects`, `frames_lost`,
     `seconds_lost` for a camera or live stream, `frames_missing` for a truncated file); `memory`
-    is the RSS over the run (`rss.RssSeries`: [seconds since start, MiB] every 5 s while frames
-    are processed).
+    is the RSS over the run (`rss.RssSeries`: [seconds since start, MiB] every 5 s from the start
+    of the run, on a timer of its own, and one at the end). `latency_ms` leaves out the frames
+    that waited for an engine's warm-up frame; `switched_s` is when the optimized engine built in
+    the background took over (None: no such switch).
     """
 
     fps: float | None
@@ -68,6 +70,7 @@ class LiveStats:
     output: str = ""  # what the sinks are, in one line (the `--sink auto` choice and why)
     in_flight: int = 1
     first_frame_s: float | None = None
+    switched_s: float | None = None  # when the engine built in the background took over (seconds from the start)
     memory: dict[str, object] = field(default_factory=dict)  # RSS over the run (`rss.RssSeries.to_dict`)
     # per-frame capture-to-sink latency at each sink, in display order (not in the JSON)
     latency_series_ms: dict[str, list[float]] = field(default_factory=dict, repr=False)
@@ -114,6 +117,7 @@ class _SinkRecord:
         self.first_shown: float | None = None
         self.last_shown: float | None = None
         self.starting = 0
+        self.shown = 0  # animated frames shown (the latency figures leave out those held by a warm-up)
         self.error: str | None = None
         self.alive = True
 
@@ -135,29 +139,36 @@ class LiveMetrics:
         self.warmup_ms: dict[str, float] = {}
         self.stop_reason: str | None = None
         self.first_frame_s: float | None = None
-        self.rss = RssSeries(self.t_start)
+        self.rss = RssSeries(self.t_start)  # sampled on its own timer while the run lasts (`LiveSession.run`)
+        self.warm_at: float | None = None  # perf_counter() at the end of the last engine warm-up frame
+        self.background_switch_s: float | None = None  # seconds from the start to a background engine's adoption
 
     # -- writers -------------------------------------------------------------------------------
     def record_inference(self, mode: str, ms: float, *, face_found: bool, calibration: bool = False,
                          warmup: bool = False) -> None:
-        self.rss.sample()  # at most one sample per interval
         with self._lock:
             self.processed += 1
             self.calibration += calibration
             self.without_face += not face_found
             if warmup:
                 self.warmup_ms[mode] = ms
+                self.warm_at = time.perf_counter()  # frames captured before now waited for it: not latency
                 return
             self.inference_ms.setdefault(mode, array("d")).append(ms)
             self.recent_ms.setdefault(mode, deque(maxlen=ROLLING // 2)).append(ms)
 
     def record_shown(self, sink: str, t_capture: float) -> float:
+        """An animated frame captured at `t_capture` reached `sink` now; returns its latency in ms.
+        A frame captured before an engine's warm-up frame ended (it waited for the warm-up) is
+        counted as shown but left out of the latency figures."""
         now = time.perf_counter()
         ms = (now - t_capture) * 1e3
         with self._lock:
             rec = self.sinks[sink]
-            rec.latency_ms.append(ms)
-            rec.recent_latency.append(ms)
+            rec.shown += 1
+            if self.warm_at is None or t_capture >= self.warm_at:
+                rec.latency_ms.append(ms)
+                rec.recent_latency.append(ms)
             rec.shown_at.append(now)
             rec.first_shown = rec.first_shown or now
             rec.last_shown = now
@@ -168,6 +179,15 @@ class LiveMetrics:
         with self._lock:
             self.first_frame_s = time.perf_counter() - self.t_start
             return self.first_frame_s
+
+    def background_adopted(self, mode: str) -> None:
+        """The `mode` engine built in the background is used from now on."""
+        with self._lock:
+            self.background_switch_s = time.perf_counter() - self.t_start
+
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return time.perf_counter() - self.t_start
 
     def record_starting(self, sink: str) -> None:
         with self._lock:
@@ -221,13 +241,13 @@ class LiveMetrics:
             for name, rec in self.sinks.items():
                 p50, p95 = percentiles(rec.latency_ms)
                 sinks[name] = SinkStats(
-                    shown=len(rec.latency_ms), dropped=dropped.get(f"sink:{name}", 0), starting=rec.starting,
+                    shown=rec.shown, dropped=dropped.get(f"sink:{name}", 0), starting=rec.starting,
                     latency_ms={"p50": p50, "p95": p95, "max": max(rec.latency_ms) if rec.latency_ms else None},
                     error=rec.error)
             primary = self.sinks.get(self.primary or "")
             fps = None
-            if primary is not None and len(primary.latency_ms) >= 2 and primary.last_shown > primary.first_shown:
-                fps = (len(primary.latency_ms) - 1) / (primary.last_shown - primary.first_shown)
+            if primary is not None and primary.shown >= 2 and primary.last_shown > primary.first_shown:
+                fps = (primary.shown - 1) / (primary.last_shown - primary.first_shown)
             all_ms = [ms for times in self.inference_ms.values() for ms in times]
             per_mode = {}
             for mode, times in self.inference_ms.items():
@@ -258,6 +278,7 @@ class LiveMetrics:
                 output=output,
                 in_flight=in_flight,
                 first_frame_s=self.first_frame_s,
+                switched_s=self.background_switch_s,
                 memory=self.rss.to_dict(),
                 latency_series_ms={name: list(rec.latency_ms) for name, rec in self.sinks.items()},
             )

@@ -22,7 +22,7 @@ from ..core.errors import one_line
 from .capture import CapturedFrame
 from .contract import LiveAnimator
 from .controls import Controls
-from .hud import GpuMonitor, HudInfo, draw_hud, draw_pip, hud_lines
+from .hud import COMPACT_HELP_LINE, HELP_LINE, GpuMonitor, HudInfo, draw_hud, draw_pip, hud_lines
 from .inference import InferenceThread, OutputFrame
 from .metrics import LiveMetrics
 from .queues import GET_TIMEOUT_S, LatestQueue, QueueClosed
@@ -97,7 +97,8 @@ class Outputs:
             stitching=bool(animator.stitching),
             mirror=bool(animator.mirror),
             face_found=out.face_found,
-            warnings=self.warnings + tuple(animator.warnings),
+            warnings=self.warnings + tuple(animator.warnings) + self.inference.notices,
+            background=animator.background_status(),
         )
 
     def deliver(self, sink: Sink, out: OutputFrame, *, record: bool = True) -> bool:
@@ -111,7 +112,10 @@ class Outputs:
                 if self.controls.pip and out.driving is not None:
                     image = draw_pip(image, out.driving)
                 if self.controls.hud:
-                    image = draw_hud(image, hud_lines(self.hud_info(sink, out)))
+                    detail = self.controls.detail
+                    image = draw_hud(image, hud_lines(self.hud_info(sink, out), detail=detail),
+                                     HELP_LINE if detail else COMPACT_HELP_LINE,
+                                     face=self.inference.animator.face_box())
             sink.write(image, out.t_capture)
         except Exception as e:  # any sink failure (device gone, disk full) ends that sink only
             self.fail(sink, e)

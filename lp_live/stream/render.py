@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..core import signals
-from ..core.progress import Progress, first_frame_step
+from ..core.progress import TICK_S, Progress, first_frame_step
 from ..media.video import VideoReader, VideoWriter
 from ..session.animator import Animator
 
@@ -30,6 +30,7 @@ class RenderSummary:
     fps: float
     first_frame_s: float | None = None  # from `t_start` to the first animated frame written
     frames_missing: int = 0  # frames a truncated or damaged driving file lacks (`VideoReader.frames_missing`)
+    frames_by_mode: dict[str, int] = field(default_factory=dict)  # frames each engine rendered
 
 
 def fit_size(image: np.ndarray, size: int | None) -> np.ndarray:
@@ -43,6 +44,25 @@ def fit_size(image: np.ndarray, size: int | None) -> np.ndarray:
         return image
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     return cv2.resize(image, (new_w, new_h), interpolation=interp)
+
+
+def _background(animator: Animator, bar: tqdm, said: float) -> float:
+    """Between two frames: adopt an engine built in the background once it is ready, else say how
+    long it has been compiling (progress bar; log every TICK_S). Returns when it last logged."""
+    if animator.background_ready():
+        mode = animator.adopt_background()
+        bar.set_postfix_str(f"{animator.mode} engine", refresh=False)
+        if mode is not None:
+            log.info("switched to the %s engine (built in the background)", mode)
+        return said
+    status = animator.background_status()
+    if status is None:
+        return said
+    bar.set_postfix_str(status, refresh=False)
+    if time.perf_counter() - said >= TICK_S:
+        log.info("%s (rendering with the %s engine meanwhile)", status, animator.mode)
+        return time.perf_counter()
+    return said
 
 
 def side_by_side(driving: np.ndarray, output: np.ndarray) -> np.ndarray:
@@ -68,6 +88,9 @@ def render_video(
 
     The first frame (which builds and may compile the engine) is a `steps` step, and "first
     animated frame after N s" is logged, counted from `t_start` (perf_counter; default: now).
+    While an engine is built in the background (`Animator.start_background`) the progress bar
+    and the log say "optimized engine compiling... N s", and the render switches to it between
+    two frames once it is ready: every frame is rendered, the first ones by the baseline engine.
 
     Ctrl-C (and SIGTERM under the CLI) stops the render and still leaves a playable file with
     the frames done (`interrupted` is then True); so does a killed process, up to about its
@@ -78,6 +101,8 @@ def render_video(
     steps = steps or Progress()
     first_frame_s = None
     interrupted = False
+    by_mode: dict[str, int] = {}
+    said = time.perf_counter()  # when the background build was last reported in the log
     with VideoReader(driving) as reader, VideoWriter(output, reader.fps, audio_from=reader) as writer:
         total = reader.frame_count or None
         if max_frames is not None:
@@ -87,13 +112,16 @@ def render_video(
             for index, (frame, t) in enumerate(reader.frames()):
                 if max_frames is not None and index >= max_frames:
                     break
+                said = _background(animator, bar, said)
                 if first_frame_s is None:
                     with steps.step(first_frame_step(animator.mode, animator.compiles(animator.mode))):
-                        image = animator.process(frame, timestamp=t).image
+                        result = animator.process(frame, timestamp=t)
                     first_frame_s = time.perf_counter() - t_start
                     log.info("first animated frame after %.1f s", first_frame_s)
                 else:
-                    image = animator.process(frame, timestamp=t).image
+                    result = animator.process(frame, timestamp=t)
+                by_mode[result.mode] = by_mode.get(result.mode, 0) + 1
+                image = result.image
                 if with_driving:
                     image = side_by_side(frame, image)
                 writer.write(fit_size(image, size))
@@ -120,4 +148,5 @@ def render_video(
         fps=float(reader.fps),
         first_frame_s=first_frame_s,
         frames_missing=reader.frames_missing,
+        frames_by_mode=by_mode,
     )

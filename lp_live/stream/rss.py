@@ -1,8 +1,9 @@
 """The process's resident memory over a run, for `--stats-json` (a soak shows whether it grows).
 
-Read from /proc/self/statm (Linux); elsewhere there are no samples. A sample is taken at most
-every `interval_s`, by whichever thread calls `sample()` (the live path: once per finished frame,
-so a sample costs one small file read every few seconds, not one per frame).
+Read from /proc/self/statm (Linux); elsewhere there are no samples. `start()` samples on a
+timer thread of its own every `interval_s` from the start of the run (before the first frame
+too, however slow the frames are) until `stop()`; `sample()` takes one more at most every
+`interval_s` (`force`: now).
 """
 
 from __future__ import annotations
@@ -33,6 +34,27 @@ class RssSeries:
         self.samples: list[tuple[float, float]] = []
         self._next = self.t0
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Sample now and then every `interval_s` on a timer thread, until `stop()`."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="lp-live-rss", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the timer thread (safe twice, and without `start`)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self.sample(force=True)
+            if self._stop.wait(self.interval_s):
+                return
 
     def sample(self, *, force: bool = False) -> None:
         """Record the RSS now if `interval_s` has passed since the last sample (or `force`)."""

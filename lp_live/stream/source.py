@@ -23,6 +23,7 @@ class FrameSource:
     description: str = ""
     fps: float | None = None
     is_file: bool = False  # plays at its own rate when paced; a camera is paced by itself
+    loop: bool = False  # a file starts again at its end (`--loop`)
 
     def read(self) -> tuple[np.ndarray, float | None] | None:
         raise NotImplementedError

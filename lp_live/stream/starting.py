@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,7 +55,8 @@ def starting_image(still: np.ndarray | None, status: str, size: int | None = Non
 
 
 class StartingFrames(threading.Thread):
-    """Puts a starting frame into every queue each PERIOD_S until `gate` opens (or `stop`).
+    """Puts a starting frame into every queue each PERIOD_S until `gate` opens (or `stop`), saying
+    `status()`: the current step and a seconds counter.
 
     Each frame is put while `gate` is held closed (`FirstFrameGate.while_closed`): no starting
     frame follows the first animated frame.
@@ -62,10 +64,13 @@ class StartingFrames(threading.Thread):
 
     def __init__(self, queues: list[LatestQueue], gate: FirstFrameGate, stop: threading.Event, *,
                  still: np.ndarray | None = None, size: int | None = None,
-                 status: Callable[[], str] = lambda: "starting") -> None:
+                 status: Callable[[], str] | None = None) -> None:
         super().__init__(name="lp-live-starting", daemon=True)
         self.queues, self.gate, self.stop = queues, gate, stop
-        self.still, self.size, self.status = still, size, status
+        t0 = time.perf_counter()
+        # the step and its seconds (`Progress.status`); without one, at least the seconds so far
+        self.status = status or (lambda: f"starting {time.perf_counter() - t0:.0f} s")
+        self.still, self.size = still, size
         self.sent = 0
 
     def run(self) -> None:

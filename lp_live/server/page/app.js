@@ -182,7 +182,8 @@ function drawOverlay() {
   const parts = lp.latencyParts;
   overlay.textContent = [
     `output ${fmt(lp.fps, 1)} fps  (${lp.framesShown} shown)`,
-    `inference ${fmt(lp.inferMs)} ms  ${s.mode} on ${s.device}, ${s.weights} weights`,
+    `inference ${fmt(lp.inferMs)} ms  ${s.engine || s.mode} on ${s.device}, ${s.weights} weights`,
+    ...(s.background ? [`${s.background} (switches by itself when ready)`] : []),
     `latency ${fmt(lp.latencyMs)} ms capture→display` +
       (parts ? `\n  = encode ${parts.encode} + network ${parts.network} + server ${parts.server}` +
         ` + jitter ${parts.jitter} + decode ${parts.decode}` : ""),
