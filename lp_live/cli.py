@@ -304,7 +304,7 @@ def cmd_doctor(argv: list[str]) -> int:
     from .doctor import print_report, run_checks
 
     Parser(prog="lp-live doctor", description="Check what lp-live can use here.").parse_args(argv)
-    check_isa_override()
+    cpuisa.check_override()
     return 0 if print_report(run_checks()) else 1
 
 
@@ -376,14 +376,6 @@ COMMANDS = {"bench": cmd_bench, "download-weights": cmd_download, "doctor": cmd_
             "serve-bench": cmd_serve_bench}
 
 
-def check_isa_override() -> None:
-    """A misspelt LP_LIVE_CPU_ISA (`cpuisa.override`) is a one-line error, not silently no cap."""
-    try:
-        cpuisa.override()
-    except ValueError as e:
-        raise UserError(str(e)) from None
-
-
 def configure_cpu_threading(device: str, *, retune: bool = False) -> None:
     """Set this process's measured (or cached) CPU threading (`cputune.set_process_threading`) before torch loads.
 
@@ -394,7 +386,7 @@ def configure_cpu_threading(device: str, *, retune: bool = False) -> None:
             on the CPU's thread pools; its host threads keep torch's defaults).
         retune: measure again and replace the cached choice (`lp-live bench --retune`).
     """
-    check_isa_override()
+    cpuisa.check_override()
     if device.startswith("cuda"):
         return
     tuning = cputune.set_process_threading(retune=retune, on_measure=lambda: print(

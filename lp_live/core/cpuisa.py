@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import UserError
+
 ISA_VAR = "LP_LIVE_CPU_ISA"
 # each level: the prefixes of the /proc/cpuinfo flags it hides (the instruction sets above it)
 LEVELS: dict[str, tuple[str, ...]] = {
@@ -50,6 +52,14 @@ def override() -> str | None:
         raise ValueError(f"{ISA_VAR}={value!r} is not an instruction-set level; use one of {', '.join(LEVELS)} "
                          "or leave it unset")
     return value
+
+
+def check_override() -> None:
+    """A misspelt LP_LIVE_CPU_ISA is a one-line error (UserError), not silently no cap."""
+    try:
+        override()
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def _cpuinfo_flags() -> set[str]:
