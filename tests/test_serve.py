@@ -313,6 +313,12 @@ def test_a_garbage_offer_is_refused_400_even_by_a_full_server_in_plain_words(ser
     frames, fps = driving
 
     async def full_then_garbage() -> list[tuple[int, dict]]:
+        async with aiohttp.ClientSession() as http:  # an earlier test's streams close asynchronously
+            for _ in range(100):
+                async with http.get(f"{url}/api/stats", headers=AUTH) as r:
+                    if (await r.json())["sessions"] == 0:
+                        break
+                await asyncio.sleep(0.1)
         pcs, out = [], []
         for _ in range(2):  # max_sessions=2: full
             pc = RTCPeerConnection()
