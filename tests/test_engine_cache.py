@@ -136,3 +136,13 @@ def test_damaged_entry_dropped_with_one_info_line(root, caplog):
     caplog.set_level(logging.INFO, logger="lp_live.engine.persist")
     assert persist.drop_damaged(folder) == [bad] and good.exists()
     assert [r.levelname for r in caplog.records] == ["INFO"] and "1 damaged entry" in caplog.text
+
+
+def test_torch_default_folder_is_not_taken_for_the_users(root, monkeypatch):
+    """Inductor writes its /tmp default into the variable when anything asks for its folder first."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "")  # restored afterwards, whatever cache_dir() sets
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    cache_dir()
+    assert persist.use_cache(torch.device("cpu")).parent == root

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -31,8 +30,7 @@ def inductor_cache_dir() -> Path:
     machine's folder under <user cache>/lp-live/inductor (`persist.py`; torch's default is under /tmp)."""
     from . import persist
 
-    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    return Path(env) if env else persist.partition(torch.device("cpu"))
+    return persist.user_folder() or persist._chosen or persist.partition(torch.device("cpu"))
 
 
 def cache_frozen_mkldnn_weights() -> bool:

@@ -74,13 +74,28 @@ def partition(device: torch.device) -> Path:
     return cache_root() / f"{device.type}-{digest}"
 
 
+def user_folder() -> Path | None:
+    """$TORCHINDUCTOR_CACHE_DIR where the user (or a script) set it; None where unset, ours, or torch's
+    default (inductor writes its default into the variable when anything asks for the folder first)."""
+    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not env or (_chosen is not None and Path(env) == _chosen):
+        return None
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+        if os.path.abspath(env) == os.path.abspath(default_cache_dir()):
+            return None
+    except ImportError:
+        pass
+    return Path(env)
+
+
 def use_cache(device: torch.device) -> Path:
     """Point inductor at this machine's partition (unless $TORCHINDUCTOR_CACHE_DIR is the user's), mark it
     used, drop damaged graph entries and keep the partitions within the bound. Returns the folder."""
     global _chosen
-    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if env and (_chosen is None or Path(env) != _chosen):
-        folder = Path(env)  # the user's (or a script's) choice
+    user = user_folder()
+    if user is not None:
+        folder = user  # the user's (or a script's) choice
     else:
         folder = _chosen = _chosen or partition(device)
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)  # inductor reads it on every cache access
