@@ -8,6 +8,7 @@ unexpectedly, is reported as a failed check.
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 from collections.abc import Callable
@@ -192,17 +193,27 @@ def check_cpu_threading() -> Check:
 
 
 def check_compile_cache() -> Check:
-    """Where the optimized engine keeps its compiled kernels (informational: the first run fills it)."""
-    try:
-        from .engine.compiled import inductor_cache_dir  # where the engine keeps it after its rewrite
-    except ImportError:
-        from .engine.optimized import inductor_cache_dir
-    where = inductor_cache_dir()
-    if not where.is_dir() or not any(where.iterdir()):
+    """The compiled engines kept between runs: inductor's cache folders, one per machine and torch
+    version (count of compiled graphs, size, keys; informational: the first optimized run fills them)."""
+    from .engine import persist
+
+    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    found = [e for e in persist.entries(Path(env).parent) if e["path"] == Path(env)] if env else persist.entries()
+    where = Path(env) if env else persist.cache_root()
+    if not any(e["bytes"] for e in found):
         return Check("compile cache", True, f"{where} (empty: the first optimized run compiles, about a minute "
-                     "on a CPU; later runs reuse it)")
-    size = sum(f.stat().st_size for f in where.rglob("*") if f.is_file())
-    return Check("compile cache", True, f"{where} ({size / 1e6:.0f} MB; delete it to compile afresh)")
+                     "on a CPU; later runs load what it compiled)")
+    total = sum(e["bytes"] for e in found)
+    parts = []
+    for e in reversed(found):  # most recently used first
+        key = e["key"]
+        device = (key.get("gpu") and f"{key['gpu']} (sm {key.get('capability', '?')})") or key.get("cpu", "?")
+        used = datetime.date.fromtimestamp(e["used"]).isoformat()
+        parts.append(f"{e['path'].name}: {e['graphs']} graphs, {e['bytes'] / 1e6:.0f} MB, torch "
+                     f"{key.get('torch', '?')}, {device} [{key.get('features', '')}], used {used}")
+    bound = "" if env else f" of at most {persist.max_bytes() / 1e9:.1f} GB"
+    return Check("compile cache", True, f"{where} ({total / 1e6:.0f} MB{bound}; delete it to compile afresh): "
+                 + "; ".join(parts))
 
 
 def check_encoder() -> Check:

@@ -5,8 +5,10 @@
 
 Each measurement is one `lp-live` process as a user starts it (imports, models, engine build,
 compile, first frame), with the driving video as the camera and the null sink: first the
-compile cache empty (a fresh TORCHINDUCTOR_CACHE_DIR), then the same cache again (warm). The
-figures are the runs' own `first_frame_s` (`--stats-json`), plus each process's wall time.
+compile cache empty (a fresh TORCHINDUCTOR_CACHE_DIR), then the same cache again (warm: inductor's
+FX-graph cache loads the frozen graphs, lp_live/engine/persist.py). Synthetic weights come from the
+user's weights cache (built there by the first run on the machine, if not before). The figures are
+the runs' own `first_frame_s` (`--stats-json`), plus each process's wall time.
 Run it on a quiet machine: a loaded CPU measures the load.
 """
 

@@ -68,23 +68,18 @@ def kit_models(kit):
 
 @pytest.fixture(scope="session")
 def synthetic_models():
+    """The synthetic networks, loaded from the user's weights cache like official files (the first
+    process on a machine builds the files there; every later one, and every CLI subprocess, loads them)."""
     from lp_live.models import synthetic_liveportrait
 
     return synthetic_liveportrait()
 
 
 def write_official_layout(models, base: Path) -> Path:
-    """The seven networks' weights saved as the five official files under `base` (keys as released:
-    flat state dicts, the retargeting MLPs as sub-dicts with `module.` keys)."""
-    from lp_live.models.checkpoint import BASE_FILES, RETARGETING_ENTRIES, RETARGETING_FILE
+    """The seven networks' weights saved as the five official files under `base`."""
+    from lp_live.models.checkpoint import NETWORK_NAMES, save_official_layout
 
-    for name, rel in BASE_FILES.items():
-        (base / rel).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(getattr(models, name).state_dict(), base / rel)
-    (base / RETARGETING_FILE).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({entry: {f"module.{k}": v for k, v in getattr(models, name).state_dict().items()}
-                for name, entry in RETARGETING_ENTRIES.items()}, base / RETARGETING_FILE)
-    return base
+    return save_official_layout({name: getattr(models, name).state_dict() for name in NETWORK_NAMES}, base)
 
 
 @pytest.fixture(scope="session")

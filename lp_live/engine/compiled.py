@@ -5,7 +5,8 @@
   with inductor *freezing* (weights become constants: conv+BN folding, oneDNN weight
   prepacking on CPUs). Three functions instead of one so that a timed run can report W and G
   apart; the boundary costs one materialised feature map. The FX graph cache lives in
-  `inductor_cache_dir()` so a second process reuses the compiled kernels.
+  `inductor_cache_dir()` (`persist.py`), and the oneDNN-packed weights no longer keep graphs out
+  of it (`cache_frozen_mkldnn_weights`), so a second process loads the generated code.
 * `Graph` (CUDA only): one stage captured as a CUDA graph on static buffers, replayed on the
   engine's stream; `StageGraphs` holds them and W's static source buffers; `packed` /
   `unpack` give M one output tensor to capture.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -26,14 +26,52 @@ log = logging.getLogger(__name__)
 
 
 def inductor_cache_dir() -> Path:
-    """Where inductor keeps its FX graph and kernel caches: $TORCHINDUCTOR_CACHE_DIR if set,
-    else <user cache>/lp-live/inductor, stable across runs (torch's default is under /tmp)."""
-    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "lp-live" / "inductor"
+    """Where inductor keeps its FX graph and kernel caches: $TORCHINDUCTOR_CACHE_DIR if set, else this
+    machine's folder under <user cache>/lp-live/inductor (`persist.py`; torch's default is under /tmp)."""
+    from . import persist
 
+    return persist.user_folder() or persist._chosen or persist.partition(torch.device("cpu"))
+
+
+def cache_frozen_mkldnn_weights() -> bool:
+    """Let inductor's FX graph cache keep graphs whose frozen weights are oneDNN-packed (CPUs).
+
+    With freezing, inductor packs each conv/linear weight for oneDNN (an mkldnn tensor) and then
+    bypasses its FX graph cache ("mkldnn tensors unpickleable"): every process lowered and generated
+    W and G again. Yet the cache never stores frozen weights: it keys a non-inlined frozen parameter
+    by its metadata only and, on a hit, takes the values from the current process's frozen graph
+    (`CompiledFxGraphConstantsWithGm`). So the packed weights are keyed here as frozen parameters
+    are (shape and dtype; the graph's code, shapes and the weights' layout before packing are in the
+    key as ever): a second process skips lowering and code generation. Returns False (and changes
+    nothing) where this torch lacks the hooks.
+    """
+    try:
+        from torch._inductor import codecache
+        from torch._inductor.freezing_utils import is_frozen_param
+        pickler, validator, ident = codecache.FxGraphCachePickler, codecache.CacheabilityValidator, codecache._ident
+        reduce_tensor, check_tensor = pickler._reduce_tensor, validator.check_tensor
+    except (ImportError, AttributeError) as e:
+        log.debug("inductor's FX graph cache keeps no frozen oneDNN weights here (%s)", e)
+        return False
+    if getattr(pickler, "_lp_live_frozen_mkldnn", False):
+        return True
+
+    def frozen_mkldnn(t: torch.Tensor) -> bool:
+        return t.is_mkldnn and is_frozen_param(t)
+
+    def _reduce_tensor(self, t):
+        if frozen_mkldnn(t):
+            return ident, (("frozen mkldnn", tuple(t.shape), str(t.dtype)),)
+        return reduce_tensor(self, t)
+
+    def _check_tensor(t) -> None:
+        if not frozen_mkldnn(t):
+            check_tensor(t)
+
+    pickler._reduce_tensor = _reduce_tensor
+    validator.check_tensor = staticmethod(_check_tensor)
+    pickler._lp_live_frozen_mkldnn = True
+    return True
 
 
 class FrozenCompiled:
@@ -47,6 +85,7 @@ class FrozenCompiled:
     """
 
     def __init__(self, fn) -> None:
+        cache_frozen_mkldnn_weights()
         self.fn = torch.compile(fn, fullgraph=True, dynamic=False)
 
     def __call__(self, *args):

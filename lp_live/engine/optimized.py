@@ -13,7 +13,8 @@ What differs from `BaselineEngine`, and where it is decided (all when the engine
 * **Private copies** (`fast.py`, rewrites in `rewrites.py` / `polyphase.py` as the
   `RewritePlan` of `plan.py` says, W's sampling through one `lp_live.kernels.Sampler`).
 * **torch.compile and CUDA graphs** (`compiled.py`): M, W and G compiled with inductor
-  freezing; on CUDA each stage captured per batch size and replayed on the engine's stream.
+  freezing, what was generated kept between runs (`persist.py`: a second start loads it); on
+  CUDA each stage captured per batch size (after loading) and replayed on the engine's stream.
   The first call per batch size is timed into `compile_seconds` (compile + warm-up + graph
   capture + one run).
 * **Pre/post on the device.** uint8 -> float, resize and normalisation before M/F, and the
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -41,8 +41,9 @@ import torch.nn.functional as F
 
 from ..core.config import AnimateOptions
 from ..motion.kinematics import Motion
+from . import persist
 from .base import Anchor, EngineBase, PendingImage, Ratios, SourceState, SourceVolumes, per_slot
-from .compiled import FrozenCompiled, StageGraphs, inductor_cache_dir, packed, unpack
+from .compiled import FrozenCompiled, StageGraphs, packed, unpack
 from .dtypes import NAMES
 from .fast import FastGenerator, FastMotion, FastWarping, to_uint8
 from .plan import default_plan
@@ -116,9 +117,8 @@ class OptimizedEngine(EngineBase):
 
     # -- setup -----------------------------------------------------------------------------
     def _setup_compile(self) -> None:
-        # inductor reads the variable on every cache access; an empty value would mean the cwd
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_cache_dir())
-        log.info("inductor cache: %s", os.environ["TORCHINDUCTOR_CACHE_DIR"])
+        # the compiled graphs and kernels kept between runs, in this machine's folder (persist.py)
+        log.info("compile cache: %s", persist.use_cache(self.device))
         self._warp_fn = FrozenCompiled(self.warping)
         self._decode_fn = FrozenCompiled(self.generator)
         self._motion_fn = FrozenCompiled(self._motion)

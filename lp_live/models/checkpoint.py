@@ -13,9 +13,9 @@ The official files (hub repository `KwaiVGI/LivePortrait`, folder `liveportrait/
 from __future__ import annotations
 
 import logging
-import math
 import os
-import zlib
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from torch import nn
 from . import integrity
 from .integrity import WeightsError
 from .registry import build
+from .synthetic import recipe_key, synthetic_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +157,7 @@ def load_liveportrait(
     if str(root) == SYNTHETIC:
         return synthetic_liveportrait(device, dtype)
     base = find_checkpoint_root(root)
-    nets: dict[str, nn.Module] = {}
-    for name, state_dict, origin in _state_dicts(base):
-        nets[name] = build(name)
-        load_strict(nets[name], state_dict, origin)
+    nets = _nets_from(base)
     log.info("loaded LivePortrait weights from %s", base)
     return _finish(nets, "real", str(base), device, dtype)
 
@@ -193,72 +191,92 @@ def _finish(nets: dict[str, nn.Module], kind: str, source: str, device, dtype) -
 
 
 # ---------------------------------------------------------------------------------------------
-# synthetic weights
+# synthetic weights, built once and kept as official-layout files in the weights cache
 # ---------------------------------------------------------------------------------------------
-# Gains for dense weights by rank (Linear, Conv2d, Conv3d): chosen so that the generator's
-# sigmoid does not saturate, the warping softmax is far from uniform and the MLP deltas stay
-# small (about 0.04 rms), i.e. the synthetic networks behave like trained ones numerically.
-_GAIN = {2: 0.7, 3: 1.0, 4: 1.0, 5: math.sqrt(2.0)}
+NETWORK_NAMES = (*BASE_FILES, *RETARGETING_ENTRIES)
 
 
-def _normal(tag: str, shape: tuple[int, ...]) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(zlib.crc32(tag.encode()))
-    return torch.randn(shape, generator=gen, dtype=torch.float64)
+def save_official_layout(state_dicts: Mapping[str, Mapping[str, torch.Tensor]], base: Path) -> Path:
+    """The seven networks' state dicts (by network name) saved as the five official files under `base`
+    (keys as released: flat state dicts, the retargeting MLPs as sub-dicts with `module.` keys)."""
+    for name, rel in BASE_FILES.items():
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(dict(state_dicts[name]), base / rel)
+    (base / RETARGETING_FILE).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({entry: {f"module.{k}": v for k, v in state_dicts[name].items()}
+                for name, entry in RETARGETING_ENTRIES.items()}, base / RETARGETING_FILE)
+    return base
 
 
-def synthetic_state_dict(name: str, module: nn.Module | None = None) -> dict[str, torch.Tensor]:
-    """Deterministic weights for network `name`: the same on every machine and torch version
-    that keeps `torch.randn`'s CPU stream, each tensor seeded by crc32("<name>/<key>")."""
-    module = module if module is not None else build(name)
-    template = module.state_dict()
-    out: dict[str, torch.Tensor] = {}
-    for key, ref in template.items():
-        leaf, shape, tag = key.rsplit(".", 1)[-1], tuple(ref.shape), f"{name}/{key}"
-        if leaf == "num_batches_tracked":
-            value = torch.zeros((), dtype=torch.int64)
-        elif leaf == "running_mean":
-            value = 0.1 * _normal(tag, shape)
-        elif leaf == "running_var":
-            value = torch.exp(0.2 * _normal(tag, shape))
-        elif leaf in ("weight", "weight_orig") and len(shape) >= 2:
-            value = _normal(tag, shape) * (_GAIN.get(len(shape), 1.0) / math.sqrt(math.prod(shape[1:])))
-        elif leaf == "weight" and len(shape) == 1:
-            value = 1 + 0.1 * _normal(tag, shape)
-        elif leaf == "bias":
-            value = 0.02 * _normal(tag, shape)
-        elif leaf in ("weight_u", "weight_v"):
-            continue  # filled below from weight_orig
-        else:
-            value = 0.1 * _normal(tag, shape)
-        out[key] = value.to(ref.dtype)
-    for key in template:
-        if key.endswith(".weight_u"):
-            prefix = key[: -len(".weight_u")]
-            u, v = _power_iteration(out[prefix + ".weight_orig"].double(), f"{name}/{key}")
-            out[key], out[prefix + ".weight_v"] = u.float(), v.float()
-    return {k: out[k] for k in template}
+def synthetic_weights_dir() -> Path:
+    """Where the synthetic weights are kept: <weights cache>/synthetic/<recipe key>, beside the
+    downloaded official files."""
+    return default_cache_dir() / SYNTHETIC / recipe_key(NETWORK_NAMES)
 
 
-def _power_iteration(weight: torch.Tensor, tag: str, iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
-    """Leading singular vectors (u, v) of weight.reshape(out, -1), ending with u = normalize(W v)."""
-    mat = weight.reshape(weight.shape[0], -1)
-    u = _normal(tag, (mat.shape[0],))
-    u = u / u.norm()
-    v = mat.T @ u
-    for _ in range(iters):
-        v = mat.T @ u
-        v = v / v.norm()
-        u = mat @ v
-        u = u / u.norm()
-    return u, v
+def _build_synthetic_files(folder: Path) -> Path:
+    """Build the synthetic weights and write them (with their digests) into `folder`, atomically:
+    written in a temporary sibling, then renamed; another process's finished copy wins."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+    tmp.chmod(0o755)  # mkdtemp's is 0700
+    try:
+        with torch.device("cpu"):
+            save_official_layout({name: synthetic_state_dict(name) for name in NETWORK_NAMES}, tmp)
+        integrity.write_digests(tmp, {f: integrity.sha256_file(tmp / f) for f in CHECKPOINT_FILES})
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process renamed its copy first: keep that one
+            if not folder.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in folder.parent.iterdir():  # files of an older recipe or torch: never read again
+        if old.is_dir() and old != folder and not old.name.startswith(".building-"):
+            shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def ensure_synthetic_weights() -> Path:
+    """The folder of the cached synthetic weights, built first when missing or damaged (one INFO line).
+
+    Raises OSError when the cache cannot be written."""
+    folder = synthetic_weights_dir()
+    if not (folder / integrity.DIGESTS_NAME).is_file():
+        log.info("building the synthetic weights once into %s", folder)
+        _build_synthetic_files(folder)
+    return folder
+
+
+def _nets_from(base: Path) -> dict[str, nn.Module]:
+    """The seven networks loaded strictly from the official files under `base` (digests checked)."""
+    nets: dict[str, nn.Module] = {}
+    for name, state_dict, origin in _state_dicts(base):
+        nets[name] = build(name)
+        load_strict(nets[name], state_dict, origin)
+    return nets
 
 
 def synthetic_liveportrait(
     device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> LivePortraitModels:
-    """The seven networks with deterministic synthetic weights (no download; not a trained model)."""
-    nets = {}
-    for name in (*BASE_FILES, *RETARGETING_ENTRIES):
-        nets[name] = build(name)
-        nets[name].load_state_dict(synthetic_state_dict(name, nets[name]), strict=True)
+    """The seven networks with deterministic synthetic weights (no download; not a trained model).
+
+    Loaded like the official files from the weights cache (digests checked); built there first when
+    missing, and rebuilt (one INFO line) when a file is damaged. Where the cache cannot be written,
+    built in memory."""
+    try:
+        folder = ensure_synthetic_weights()
+        try:
+            nets = _nets_from(folder)
+        except WeightsError as e:
+            log.info("rebuilding the cached synthetic weights: %s", e)
+            nets = _nets_from(_build_synthetic_files(folder))
+    except OSError as e:
+        log.warning("cannot keep the synthetic weights in the cache (%s); building them in memory", e)
+        nets = {}
+        for name in NETWORK_NAMES:
+            nets[name] = build(name)
+            nets[name].load_state_dict(synthetic_state_dict(name, nets[name]), strict=True)
     return _finish(nets, SYNTHETIC, SYNTHETIC, device, dtype)

@@ -131,8 +131,8 @@ def device_name(device: torch.device) -> str:
 
 def compile_counts() -> dict[str, int]:
     """Graphs torch.compile made in this process so far, and inductor's FX-graph cache outcomes: a hit
-    skips code generation; frozen graphs (the optimized engine's) bypass that cache, so each new
-    process traces and generates them again (at best, kernels already built are found on disk)."""
+    skips lowering and code generation (the optimized engine's frozen graphs are cached too, see
+    `engine.compiled.cache_frozen_mkldnn_weights`), so a second process only traces and loads."""
     from torch._dynamo.utils import counters
 
     return {"graphs": int(counters["stats"]["unique_graphs"]),
