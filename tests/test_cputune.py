@@ -173,7 +173,8 @@ def test_auto_precision_comes_from_the_cache_per_network(monkeypatch, tmp_path, 
     monkeypatch.setattr(cpu_precision, "measure", lambda: pytest.fail("measured despite the cache"))
     usercache.store_cache_entry(cputune.PRECISION_CACHE_NAME, cpu_precision.cache_key(),
                               {"precisions": {"warping": "bf16", "generator": "fp32"}})
-    engine = optimized.OptimizedEngine(synthetic_models, "cpu", input_size=128, precision="auto", compile=False)
+    engine = optimized.OptimizedEngine(synthetic_models, "cpu", input_size=128, precision="auto", compile=False,
+                                       rewrite_plan="default")  # the committed table's layouts per dtype
     assert engine.precision_source == "cache" and engine.precision == "W bf16, G fp32"
     assert engine.precisions == {"motion": "fp32", "warping": "bf16", "generator": "fp32"}
     assert engine.plan.warping_channels_last and not engine.plan.generator_channels_last
