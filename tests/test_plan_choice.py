@@ -37,6 +37,7 @@ def test_plan_keeps_a_rewrite_only_where_it_wins_and_is_cached(monkeypatch, tmp_
     plan, report = plan_choice.choose_plan(synthetic_models, torch.device("cpu"), DTYPES, 128)
     assert timed == [*plan_choice.WARPING_REWRITES, *plan_choice.GENERATOR_REWRITES]
     assert report["source"] == "measured" and report["isa"] == plan_choice.cpu_isa()
+    assert report["on"] == ["warping_channels_last", "polyphase_spade", "separable_sampling"]
     assert plan.warping_channels_last and plan.separable_sampling and plan.polyphase_spade
     assert plan.hourglass_chunk is None and plan.split_channels is None and not plan.occlusion_as_conv3d
     assert not (plan.sample_channels_last or plan.split_sampling or plan.generator_channels_last)
@@ -67,3 +68,11 @@ def test_the_engine_takes_the_measured_plan(monkeypatch, tmp_path, synthetic_mod
     assert type(engine.warping.sampler).__name__ == "GridSampleSampler"
     with pytest.raises(ValueError, match="unknown rewrite plan 'fast'"):
         OptimizedEngine(synthetic_models, "cpu", input_size=128, precision="fp32", compile=False, rewrite_plan="fast")
+
+
+@pytest.mark.parametrize(("isa", "bf16"), [("avx512", True), ("avx2", False), ("avx512, onednn avx2", False),
+                                           ("avx512, onednn avx512_core", False),
+                                           ("avx512, onednn avx512_core_bf16", True)])
+def test_bf16_runs_natively_only_at_avx512_bf16(monkeypatch, isa, bf16):
+    monkeypatch.setattr(plan_choice, "cpu_isa", lambda: isa)
+    assert plan_choice.isa_runs_bf16() is bf16

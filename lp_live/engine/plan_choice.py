@@ -60,6 +60,14 @@ def cpu_isa() -> str:
     return aten if not onednn or onednn == aten else f"{aten}, onednn {onednn}"
 
 
+def isa_runs_bf16() -> bool:
+    """False where ATen is capped below AVX-512 or oneDNN below its bf16 level (`cpu_isa`): bf16
+    is then emulated whatever the CPU flags say."""
+    levels = [part.split()[-1] for part in cpu_isa().split(", ")]
+    onednn_ok = len(levels) == 1 or any(k in levels[1] for k in ("bf16", "fp16", "amx", "all", "default"))
+    return levels[0].startswith("avx512") and onednn_ok
+
+
 def cache_key(dtypes: dict[str, torch.dtype], input_size: int) -> str:
     return (f"{cputune.cpu_model()} | {cpu_isa()} | torch {cputune.torch_version()} | "
             f"{torch.get_num_threads()} threads | W {NAMES[dtypes['warping']]}, G {NAMES[dtypes['generator']]} | "
@@ -219,6 +227,11 @@ def _from_entry(entry: dict) -> RewritePlan:
     return RewritePlan(**plan)
 
 
+def rewrites_on(plan: RewritePlan) -> list[str]:
+    """The names of the rewrites `plan` applies."""
+    return [f.name for f in fields(plan) if getattr(plan, f.name) not in (None, False)]
+
+
 def why(timings: dict[str, Any]) -> dict[str, str]:
     """Per rewrite, kept or dropped with its on/off ms; per stage, the chosen copy against the baseline's."""
     out = {name: f"{'kept' if t['kept'] else 'dropped'} {t['on']:.0f}/{t['off']:.0f} ms"
@@ -230,7 +243,8 @@ def why(timings: dict[str, Any]) -> dict[str, str]:
 
 def choose_plan(models, device: torch.device, dtypes: dict[str, torch.dtype], input_size: int, *,
                 measured: bool = True) -> tuple[RewritePlan, dict[str, Any]]:
-    """(the plan, a report {"source", "isa", "why", "timings"}) for the optimized engine.
+    """(the plan, a report {"source", "isa", "on": the rewrites applied, "why": per rewrite,
+    "timings"}) for the optimized engine.
 
     On a CPU with `measured`: from the user cache, else `measure_plan` (then cached). Elsewhere,
     or with `measured` False, `default_plan` (W's fields by W's dtype, G's by G's).
@@ -239,17 +253,20 @@ def choose_plan(models, device: torch.device, dtypes: dict[str, torch.dtype], in
                    generator_channels_last=default_plan(device, dtypes["generator"]).generator_channels_last)
     isa = cpu_isa() if device.type == "cpu" else device.type
     if device.type != "cpu" or not measured:
-        return plan, {"source": "default table", "isa": isa, "why": {}, "timings": {}}
+        return plan, {"source": "default table", "isa": isa, "on": rewrites_on(plan), "why": {}, "timings": {}}
     key = cache_key(dtypes, input_size)
     entry = usercache.cache_entry(CACHE_NAME, key)
     if entry is not None:
         try:
             timings = entry.get("timings", {})
-            return _from_entry(entry), {"source": "cache", "isa": isa, "why": why(timings), "timings": timings}
+            plan = _from_entry(entry)
+            return plan, {"source": "cache", "isa": isa, "on": rewrites_on(plan), "why": why(timings),
+                          "timings": timings}
         except (KeyError, TypeError) as e:
             log.warning("ignoring the cached rewrite plan for %s (%s: %s)", key, type(e).__name__, e)
     t0 = time.perf_counter()
     plan, timings = measure_plan(models, dtypes)
     log.info("rewrite plan measured in %.1f s (%s): %s", time.perf_counter() - t0, isa, why(timings))
     usercache.store_cache_entry(CACHE_NAME, key, {"plan": asdict(plan), "timings": timings})
-    return plan, {"source": "measured", "isa": isa, "why": why(timings), "timings": timings}
+    return plan, {"source": "measured", "isa": isa, "on": rewrites_on(plan), "why": why(timings),
+                  "timings": timings}

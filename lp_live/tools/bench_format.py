@@ -79,7 +79,10 @@ def _setup_lines(results: dict[str, Any]) -> list[str]:
         report = m.get("plan_report")
         if report:
             lines.append(f"{name} rewrite plan ({report['source']}, {report['isa']}): "
-                         + "; ".join(f"{k}: {v}" for k, v in report["why"].items()))
+                         f"{', '.join(report.get('on') or ['none'])}")
+            if report.get("why"):
+                lines.append("  kept where on beat off (ms of the parts it changes): "
+                             + "; ".join(f"{k} {v}" for k, v in report["why"].items()))
     return lines
 
 

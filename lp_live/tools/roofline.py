@@ -25,6 +25,7 @@ from ..engine import Anchor, AnimateOptions
 from ..engine.base import StageTimer
 from ..engine.baseline import BaselineEngine
 from ..engine.dtypes import NAMES
+from ..engine.plan_choice import isa_runs_bf16
 from ..engine.precision import cpu_supports_bf16
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def peak_dtypes(device: torch.device) -> list[torch.dtype]:
     """The dtypes whose peak is measured: float32, and the half types the device runs natively."""
     if device.type == "cuda":
         return [torch.float32, torch.float16, torch.bfloat16]
-    return [torch.float32, torch.bfloat16] if cpu_supports_bf16() else [torch.float32]
+    return [torch.float32, torch.bfloat16] if cpu_supports_bf16() and isa_runs_bf16() else [torch.float32]
 
 
 def _gemms(device: torch.device, dtype: torch.dtype, size: int) -> list:
