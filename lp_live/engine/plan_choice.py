@@ -106,7 +106,8 @@ class _WarpingProbe:
         plain = RewritePlan(generator_channels_last=False, warping_channels_last=False)
         self.warping = FastWarping(models.warping_module, dtype=dtype, plan=plain, grid_shape=self.grid)
         dense = models.warping_module.dense_motion_network
-        self.mask_conv, self.occlusion_conv = dense.mask, dense.occlusion
+        # copies: `cast` converts in place, and the shared networks must stay as they are
+        self.mask_conv, self.occlusion_conv = copy.deepcopy(dense.mask), copy.deepcopy(dense.occlusion)
         convs = [m for m in self.warping.hourglass.modules() if isinstance(m, nn.Conv3d)]
         self.wide = [c for c in convs if c.in_channels >= 2 * ON["hourglass_chunk"]]
         self.layout = [convs[0], convs[len(convs) // 2], convs[-1]]  # first, middle, last of the hourglass
