@@ -267,6 +267,7 @@ def choose_plan(models, device: torch.device, dtypes: dict[str, torch.dtype], in
             log.warning("ignoring the cached rewrite plan for %s (%s: %s)", key, type(e).__name__, e)
     t0 = time.perf_counter()
     plan, timings = measure_plan(models, dtypes)
+    timings["seconds"] = round(time.perf_counter() - t0, 2)
     log.info("rewrite plan measured in %.1f s (%s): %s", time.perf_counter() - t0, isa, why(timings))
     usercache.store_cache_entry(CACHE_NAME, key, {"plan": asdict(plan), "timings": timings})
     return plan, {"source": "measured", "isa": isa, "on": rewrites_on(plan), "why": why(timings),

@@ -78,10 +78,12 @@ def _setup_lines(results: dict[str, Any]) -> list[str]:
             lines.append(f"{name} precision: {per} ({m.get('precision_source', '-')})")
         report = m.get("plan_report")
         if report:
-            lines.append(f"{name} rewrite plan ({report['source']}, {report['isa']}): "
+            took = report.get("timings", {}).get("seconds")
+            lines.append(f"{name} rewrite plan ({report['source']}{f' in {took:.1f} s' if took else ''}, "
+                         f"{report['isa']}): "
                          f"{', '.join(report.get('on') or ['none'])}")
             if report.get("why"):
-                lines.append("  kept where on beat off (ms of the parts it changes): "
+                lines.append("  on vs off, ms of the parts each changes (kept where on wins by 3 %): "
                              + "; ".join(f"{k} {v}" for k, v in report["why"].items()))
     return lines
 
