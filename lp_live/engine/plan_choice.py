@@ -32,7 +32,7 @@ from torch import nn
 
 from ..core import cputune, usercache
 from .dtypes import NAMES
-from .fast import Occlusion, Occlusion3d
+from .fast import FastGenerator, FastWarping, Occlusion, Occlusion3d, build_sampler
 from .plan import RewritePlan, default_plan
 from .rewrites import SplitConv3d, cast, occlusion_as_conv3d
 
@@ -97,8 +97,6 @@ class _WarpingProbe:
     (3-D conv inputs cropped to `CROP` pixels): per rewrite, a callable with it on and one off."""
 
     def __init__(self, models, dtype: torch.dtype) -> None:
-        from .fast import FastWarping
-
         self.dtype = dtype
         depth = models.appearance_feature_extractor.reshape_depth
         side = PROBE_SIZE // 4
@@ -155,8 +153,6 @@ class _WarpingProbe:
         return lambda: (mask(x), occlusion.logits(x) if occlusion is not None else None)
 
     def _sampler(self, plan: RewritePlan) -> Callable:
-        from .fast import build_sampler
-
         sampler = build_sampler(plan, self.grid, torch.device("cpu"))
         fmt = torch.channels_last_3d if plan.sample_channels_last else torch.contiguous_format
         feature, compressed = (v.contiguous(memory_format=fmt) for v in (self.feature, self.compressed))
@@ -188,8 +184,6 @@ class _GeneratorProbe:
             self.feature = torch.randn(1, 256, GENERATOR_FEATURE, GENERATOR_FEATURE)
 
     def variant(self, plan: RewritePlan, name: str) -> Callable:
-        from .fast import FastGenerator
-
         module = FastGenerator(self.generator, dtype=self.dtype, channels_last=plan.generator_channels_last,
                                polyphase=plan.polyphase_spade)
         return lambda: module(self.feature)
