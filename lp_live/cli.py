@@ -244,6 +244,8 @@ def cmd_bench(argv: list[str]) -> int:
                    help="write a torch.profiler table of one optimized step")
     p.add_argument("--no-stages", dest="stages", action="store_false",
                    help="skip the per-stage times (on CUDA a separate pass that synchronises at stage edges)")
+    p.add_argument("--no-roofline", dest="roofline", action="store_false",
+                   help="skip the matmul peak and the per-stage GFLOP/s and share of it")
     p.add_argument("--load", type=int, default=0, metavar="N",
                    help="run N busy processes beside the timed steps, as a video call would "
                         f"(0..{cpuload.max_load()}, default 0)")
@@ -272,7 +274,7 @@ def cmd_bench(argv: list[str]) -> int:
 
     results = bench.run(cfg, modes=args.modes, frames=args.frames, warmup=args.warmup, batch=batches,
                         source=args.source, driving=args.driving, kernels=args.kernels, stages=args.stages,
-                        profile=args.profile, load=args.load)
+                        profile=args.profile, load=args.load, roofline=args.roofline)
     if args.json and args.json != "-":
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

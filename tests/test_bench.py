@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from lp_live import cli
 from lp_live.core.cpuload import max_load
@@ -67,3 +68,52 @@ def test_bench_refuses_an_unbounded_load(capsys):
     with pytest.raises(SystemExit):
         cli.main(["bench", "--load", str(max_load() + 1)])
     assert "--load must be" in capsys.readouterr().err
+
+
+def test_bench_roofline_is_consistent(tmp_path, monkeypatch, capsys):
+    """Input 128, one frame per engine (eager, the committed plan): per stage, the same positive
+    GFLOP per frame for both engines, achieved = GFLOP / stage time, share = achieved / peak."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "bench.json"
+    rc = cli.main(["bench", "--device", "cpu", "--weights", "synthetic", "--input-size", "128", "--frames", "1",
+                   "--warmup", "0", "--no-compile", "--rewrite-plan", "default", "--json", str(out)])
+    assert rc == 0
+    results = json.loads(out.read_text())
+    roof = results["roofline"]
+    assert roof["flops_source"] == "counted" and roof["peak_gflop_per_s"]["fp32"] > 0
+    for mode in ("baseline", "optimized"):
+        rates = results["modes"][mode]["roofline"]
+        assert set(rates) == {"motion", "warping", "generator"}
+        for stage, r in rates.items():
+            assert r["gflop_per_frame"] == roof["flops_per_frame"][stage] / 1e9 > 0
+            assert r["ms_per_frame"] == results["modes"][mode]["stages_ms"][stage]
+            assert r["gflop_per_s"] == pytest.approx(r["gflop_per_frame"] / (r["ms_per_frame"] / 1e3), rel=1e-9)
+            assert r["peak_gflop_per_s"] == roof["peak_gflop_per_s"][r["dtype"]]
+            assert r["share_of_peak"] == pytest.approx(r["gflop_per_s"] / r["peak_gflop_per_s"], rel=1e-9)
+    assert results["modes"]["optimized"]["plan_report"]["source"] == "default table"
+    table = capsys.readouterr().out
+    assert "roofline: matmul peak fp32" in table and "optimized rewrite plan (default table" in table
+    assert table.strip() == format_table(results).strip()
+
+
+def test_flop_counts_agree_between_the_engines(synthetic_models):
+    """The optimized engine's own eager frame (plan without the polyphase SPADE, which saves
+    multiply-adds) counts the baseline's FLOPs per stage: M and G exactly, W within 2 % (the
+    hoisted source compression, the deformation sum as a matmul)."""
+    from dataclasses import replace
+
+    from lp_live.engine.baseline import BaselineEngine
+    from lp_live.engine.fast import FastGenerator
+    from lp_live.engine.optimized import OptimizedEngine
+    from lp_live.tools.roofline import count_stage_flops
+
+    base = count_stage_flops(BaselineEngine(synthetic_models, "cpu", input_size=128), 128)
+    engine = OptimizedEngine(synthetic_models, "cpu", input_size=128, precision="fp32", compile=False,
+                             rewrite_plan="default")
+    engine.plan = replace(engine.plan, polyphase_spade=False)
+    engine.generator = FastGenerator(synthetic_models.spade_generator, dtype=torch.float32, channels_last=False,
+                                     polyphase=False)
+    engine._decode_fn = engine.generator
+    fast = count_stage_flops(engine, 128)
+    assert base["motion"] == fast["motion"] > 0 and base["generator"] == fast["generator"] > 0
+    assert fast["warping"] == pytest.approx(base["warping"], rel=0.02) and base["warping"] > 0

@@ -174,7 +174,8 @@ def cached_auto_engine(monkeypatch, tmp_path, models):
     monkeypatch.setattr(cpu_precision, "measure", lambda: pytest.fail("measured despite the cache"))
     usercache.store_cache_entry(cputune.PRECISION_CACHE_NAME, cpu_precision.cache_key(),
                               {"precisions": {"warping": "bf16", "generator": "fp32"}})
-    return optimized.OptimizedEngine(models, "cpu", input_size=128, precision="auto", compile=False)
+    return optimized.OptimizedEngine(models, "cpu", input_size=128, precision="auto", compile=False,
+                                      rewrite_plan="default")  # the committed table's layouts per dtype
 
 
 def test_auto_precision_comes_from_the_cache_per_network(monkeypatch, tmp_path, synthetic_models):

@@ -16,7 +16,7 @@ def test_engine_kwargs_per_mode():
     assert MODES == ("baseline", "optimized")
     assert engine_kwargs("baseline", cfg, cpu) == {"input_size": 128}
     assert engine_kwargs("optimized", cfg, cpu) == {"input_size": 128, "precision": "fp32", "compile": False,
-                                                    "cuda_graph": False, "kernels": None}
+                                                    "cuda_graph": False, "kernels": None, "rewrite_plan": "measured"}
     cfg.kernels = "off"
     assert engine_kwargs("optimized", cfg, cpu)["kernels"] is False
 

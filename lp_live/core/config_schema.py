@@ -70,11 +70,15 @@ class EngineConfig:
     kernels: Literal["auto", "on", "off"] = opt(
         "auto", "fused Triton warping kernels: auto uses them on CUDA with triton; on warns where they cannot run",
         flag="--triton-kernels", const="on")
+    rewrite_plan: Literal["measured", "default"] = opt(
+        "measured", "optimized engine's CPU rewrites: measured keeps each only where it beats its absence on this "
+        "CPU's instruction set (seconds, once; cached); default takes the committed table")
 
     def optimized_kwargs(self) -> dict:
         """Keyword arguments of `OptimizedEngine` from this configuration."""
         return {"precision": self.precision, "compile": self.compile, "cuda_graph": self.cuda_graph,
-                "kernels": None if self.kernels == "auto" else self.kernels == "on"}  # None: wherever they can run
+                "kernels": None if self.kernels == "auto" else self.kernels == "on",  # None: wherever they can run
+                "rewrite_plan": self.rewrite_plan}
 
 
 @dataclass

@@ -46,7 +46,7 @@ from .base import Anchor, EngineBase, PendingImage, Ratios, SourceState, SourceV
 from .compiled import FrozenCompiled, StageGraphs, packed, unpack
 from .dtypes import NAMES
 from .fast import FastGenerator, FastMotion, FastWarping, to_uint8
-from .plan import default_plan
+from .plan_choice import REWRITE_PLANS, choose_plan
 from .precision import resolve_precisions
 from .transfer import PinnedTransfers
 
@@ -67,12 +67,14 @@ class OptimizedEngine(EngineBase):
         cuda_graph: on CUDA, capture each stage per batch size and replay it.
         kernels: W's sampling through the fused kernels (None: the plan's default, on for
             CUDA with triton).
+        rewrite_plan: on CPUs, "measured" keeps each rewrite only where it beats its absence on
+            this CPU's ISA (`plan_choice`, cached), "default" takes `default_plan`'s table.
     """
 
     name = "optimized"
 
     def __init__(self, models, device, *, input_size: int = 256, precision: str = "auto", compile: bool = True,
-                 cuda_graph: bool = True, kernels: bool | None = None) -> None:
+                 cuda_graph: bool = True, kernels: bool | None = None, rewrite_plan: str = "measured") -> None:
         super().__init__(models, device, input_size=input_size)
         # W's and G's dtypes: chosen once here (on CPUs with "auto": measured or cached)
         self.dtypes, self.precision_source = resolve_precisions(precision, self.device)
@@ -82,9 +84,11 @@ class OptimizedEngine(EngineBase):
         self.precision = w if w == g else f"W {w}, G {g}"
         self.compiled = compile
         self.uses_cuda_graph = cuda_graph and self.device.type == "cuda"
-        # W's part of the plan follows W's dtype, G's (channels_last) G's
-        self.plan = replace(default_plan(self.device, self.dtype), generator_channels_last=default_plan(
-            self.device, self.dtypes["generator"]).generator_channels_last)
+        # W's part of the plan follows W's dtype, G's G's; on CPUs measured per ISA (or cached)
+        if rewrite_plan not in REWRITE_PLANS:
+            raise ValueError(f"unknown rewrite plan {rewrite_plan!r}; choose one of {', '.join(REWRITE_PLANS)}")
+        self.plan, self.plan_report = choose_plan(models, self.device, self.dtypes, input_size,
+                                                  measured=rewrite_plan == "measured")
         if kernels is not None:  # override the default (on for CUDA with triton)
             self.plan = replace(self.plan, kernels=kernels)
         self.uses_kernels = self.plan.kernels

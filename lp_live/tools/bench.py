@@ -259,7 +259,8 @@ def measure_mode(engine: Engine, source: np.ndarray, frames: list[np.ndarray], *
     else:
         result["peak_memory_mb"] = peak_rss
         result["peak_memory_kind"] = "process RSS (sampled per step)"
-    for attr in ("precision", "precisions", "precision_source", "compiled", "uses_cuda_graph", "uses_kernels"):
+    for attr in ("precision", "precisions", "precision_source", "compiled", "uses_cuda_graph", "uses_kernels",
+                 "plan_report"):
         if hasattr(engine, attr):
             result[attr] = getattr(engine, attr)
     return result
@@ -286,11 +287,12 @@ def profile_step(engine: Engine, source: np.ndarray, frames: list[np.ndarray], p
 def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int | None = None,
         batch: int | Sequence[int] = 1, source: Path | None = None, driving: Path | None = None,
         kernels: bool = False, stages: bool = True, profile: Path | None = None,
-        load: int = 0) -> dict[str, Any]:
+        load: int = 0, roofline: bool = True) -> dict[str, Any]:
     """Measure `modes` at each batch size on the same inputs; the results as a JSON-ready dict.
 
     `frames` and `warmup` count steps (of `batch` driving frames each) per mode and batch size;
-    `load`: competing busy processes during each timed run (`CompetingLoad`).
+    `load`: competing busy processes during each timed run (`CompetingLoad`); `roofline`: the
+    matmul peak and each stage's share of it (`roofline.add_roofline`; needs `stages`).
     """
     batches = [batch] if isinstance(batch, int) else list(batch)
     device = resolve_device(cfg.engine.device)
@@ -346,6 +348,10 @@ def run(cfg: Config, *, modes: list[str], frames: int | None = None, warmup: int
             }
     if "speedup" in results["batches"][str(batches[0])]:
         results["speedup"] = results["batches"][str(batches[0])]["speedup"]
+    if roofline and stages:
+        from .roofline import add_roofline
+
+        add_roofline(results, models, device, size)
     if kernels:
         from .kernel_bench import run_kernel_benchmarks
 

@@ -76,6 +76,15 @@ def _setup_lines(results: dict[str, Any]) -> list[str]:
         if m.get("precisions"):
             per = ", ".join(f"{k} {v}" for k, v in m["precisions"].items())
             lines.append(f"{name} precision: {per} ({m.get('precision_source', '-')})")
+        report = m.get("plan_report")
+        if report:
+            took = report.get("timings", {}).get("seconds")
+            lines.append(f"{name} rewrite plan ({report['source']}{f' in {took:.1f} s' if took else ''}, "
+                         f"{report['isa']}): "
+                         f"{', '.join(report.get('on') or ['none'])}")
+            if report.get("why"):
+                lines.append("  on vs off, ms of the parts each changes (kept where on wins by 3 %): "
+                             + "; ".join(f"{k} {v}" for k, v in report["why"].items()))
     return lines
 
 
@@ -112,12 +121,36 @@ def format_table(results: dict[str, Any]) -> str:
         "  ".join(h.ljust(w) for h, w in zip(header, widths)),
     ]
     lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    if "roofline" in results:
+        lines += ["", format_roofline(results)]
     if len(results.get("batches", {})) > 1:
         lines += ["", format_batches(results)]
     if "kernels" in results:
         from .kernel_bench import format_kernel_benchmarks
 
         lines += ["", format_kernel_benchmarks(results["kernels"])]
+    return "\n".join(lines)
+
+
+def format_roofline(results: dict[str, Any]) -> str:
+    """The roofline: the matmul peak per dtype, then per stage GFLOP per frame and each engine's
+    GFLOP/s with its share of the peak of the stage's dtype."""
+    roof, modes = results["roofline"], results["modes"]
+    peaks = ", ".join(f"{k} {_fmt(v)} GFLOP/s" for k, v in roof["peak_gflop_per_s"].items())
+    lines = [f"roofline: matmul peak {peaks} ({roof['peak_gemm']}); GFLOP per frame by {roof['flop_counter']} "
+             f"on the baseline's networks ({roof['flops_source']})"]
+    names = list(modes)
+    header = ["stage", "GFLOP/frame", *(f"{n} GFLOP/s (share)" for n in names)]
+    rows = []
+    for stage in sorted({s for n in names for s in modes[n].get("roofline", {})}, key=STAGES.index):
+        per = [modes[n].get("roofline", {}).get(stage) for n in names]
+        gflop = next(p["gflop_per_frame"] for p in per if p)
+        rows.append([stage, _fmt(gflop), *("-" if p is None else f"{_fmt(p['gflop_per_s'])} ("
+                                            + (f"{p['share_of_peak']:.0%} of {p['dtype']}" if p["share_of_peak"]
+                                               is not None else f"no {p['dtype']} peak") + ")" for p in per)])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+              for r in [header, *rows]]
     return "\n".join(lines)
 
 
