@@ -30,10 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import cputune, usercache
+from ..core import cpuisa, cputune, usercache
 from .dtypes import NAMES
 from .fast import FastGenerator, FastWarping, Occlusion, Occlusion3d, build_sampler
 from .plan import RewritePlan, default_plan
+from .precision import cpu_supports_bf16
 from .rewrites import SplitConv3d, cast, occlusion_as_conv3d
 
 log = logging.getLogger(__name__)
@@ -57,15 +58,18 @@ def cpu_isa() -> str:
     ATEN_CPU_CAPABILITY), with oneDNN's cap where ONEDNN_MAX_CPU_ISA sets one."""
     aten = torch.backends.cpu.get_cpu_capability().lower()
     onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "").lower()
-    return aten if not onednn or onednn == aten else f"{aten}, onednn {onednn}"
+    isa = aten if not onednn or onednn == aten else f"{aten}, onednn {onednn}"
+    level = cpuisa.override()  # LP_LIVE_CPU_ISA: lp-live's own view of the CPU, capped
+    return isa if level is None else f"{isa}, lp-live {level}"
 
 
 def isa_runs_bf16() -> bool:
-    """False where ATen is capped below AVX-512 or oneDNN below its bf16 level (`cpu_isa`): bf16
-    is then emulated whatever the CPU flags say."""
-    levels = [part.split()[-1] for part in cpu_isa().split(", ")]
+    """False where ATen is capped below AVX-512, oneDNN below its bf16 level (`cpu_isa`), or the
+    CPU (as LP_LIVE_CPU_ISA may cap it) has no native bf16: bf16 is then emulated."""
+    parts = [part for part in cpu_isa().split(", ") if not part.startswith("lp-live ")]
+    levels = [part.split()[-1] for part in parts]
     onednn_ok = len(levels) == 1 or any(k in levels[1] for k in ("bf16", "fp16", "amx", "all", "default"))
-    return levels[0].startswith("avx512") and onednn_ok
+    return levels[0].startswith("avx512") and onednn_ok and cpu_supports_bf16()
 
 
 def cache_key(dtypes: dict[str, torch.dtype], input_size: int) -> str:
