@@ -5,6 +5,7 @@
 # table (before) and with the plan measured on that ISA (after), each in a fresh user cache, so
 # the plan, the threading and the FLOP counts are measured in the run and the JSON says so.
 # Usage: scripts/bench_isa.sh NAME [RUNS]   e.g. scripts/bench_isa.sh cpu-epyc-avx512bf16-2core 2
+# COMBOS="avx2-default avx2-measured native-measured" picks some of the four runs per round.
 # writes bench/results/NAME-<isa>-<plan>-<run>.json and .txt  (PYTHON= the interpreter, default .venv's)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,11 +17,14 @@ mkdir -p "$out"
 for run in $(seq 1 "$runs"); do
     for isa in native avx2; do
         for plan in default measured; do
+            case " ${COMBOS:-$isa-$plan} " in *" $isa-$plan "*) ;; *) continue ;; esac
             cache="$(mktemp -d)"
             env=(XDG_CACHE_HOME="$cache" PYTHONPATH="$repo")
             precision=auto
             if [ "$isa" = avx2 ]; then  # an AVX2-only CPU has no native bf16: float32, as auto picks there
-                env+=(ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2)
+                # the whole emulation, as `make test-avx2` (lp_live/core/cpuisa.py EMULATION_ENV)
+                env+=(LP_LIVE_CPU_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+                      TORCHINDUCTOR_CPP_MARCH=x86-64-v3 MKL_ENABLE_INSTRUCTIONS=AVX2)
                 precision=fp32
             fi
             base="$out/$name-$isa-$plan-$run"

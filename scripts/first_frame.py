@@ -50,7 +50,8 @@ def run_once(kind: str, args: argparse.Namespace, cache: Path, tmp: Path) -> dic
         raise SystemExit(f"{kind} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     data = json.loads(stats.read_text())
     steps = [line.split("INFO: ", 1)[1] for line in proc.stderr.splitlines() if "INFO: " in line]
-    return {"first_frame_s": data.get("first_frame_s"), "process_wall_s": round(wall, 2), "log": steps}
+    return {"first_frame_s": data.get("first_frame_s"), "optimized_switched_s": data.get("switched_s"),
+            "process_wall_s": round(wall, 2), "log": steps}
 
 
 def main() -> int:
