@@ -62,6 +62,15 @@ async def _alive(url: str) -> dict:
         return await stats(http, url, TOKEN)
 
 
+async def _sessions_after_closing(url: str) -> int:
+    """The server's session count once it reaches 0, or after 10 s."""
+    for _ in range(100):
+        if (await _alive(url))["sessions"] == 0:
+            return 0
+        await asyncio.sleep(0.1)
+    return (await _alive(url))["sessions"]
+
+
 async def _post(url: str, path: str, data=None, *, json=None, headers=AUTH) -> tuple[int, dict]:
     async with aiohttp.ClientSession() as http, \
             http.post(f"{url}{path}", data=data, json=json, headers=headers) as r:
@@ -183,14 +192,7 @@ def test_server_full_then_idle_sessions_are_closed(server, driving):
     assert [status for status, _ in answers] == [200, 200, 503]
     assert answers[0][1]["type"] == "answer" and "server full" in answers[2][1]["error"]
 
-    async def wait_empty() -> int:
-        for _ in range(100):
-            if (await _alive(url))["sessions"] == 0:
-                return 0
-            await asyncio.sleep(0.1)
-        return (await _alive(url))["sessions"]
-
-    assert run(wait_empty()) == 0
+    assert run(_sessions_after_closing(url)) == 0
 
 
 def test_https_needs_a_matching_certificate_and_key(tmp_path):
@@ -313,12 +315,7 @@ def test_a_garbage_offer_is_refused_400_even_by_a_full_server_in_plain_words(ser
     frames, fps = driving
 
     async def full_then_garbage() -> list[tuple[int, dict]]:
-        async with aiohttp.ClientSession() as http:  # an earlier test's streams close asynchronously
-            for _ in range(100):
-                async with http.get(f"{url}/api/stats", headers=AUTH) as r:
-                    if (await r.json())["sessions"] == 0:
-                        break
-                await asyncio.sleep(0.1)
+        await _sessions_after_closing(url)  # an earlier test's streams close asynchronously
         pcs, out = [], []
         for _ in range(2):  # max_sessions=2: full
             pc = RTCPeerConnection()
@@ -340,11 +337,4 @@ def test_a_garbage_offer_is_refused_400_even_by_a_full_server_in_plain_words(ser
         assert error.startswith("not a usable WebRTC offer: ") and "\n" not in error
         assert "Error" not in error and "Traceback" not in error and "'" not in error  # no Python text
 
-    async def wait_empty() -> int:  # the two never connected: closed after the idle timeout
-        for _ in range(100):
-            if (await _alive(url))["sessions"] == 0:
-                return 0
-            await asyncio.sleep(0.1)
-        return (await _alive(url))["sessions"]
-
-    assert run(wait_empty()) == 0
+    assert run(_sessions_after_closing(url)) == 0  # the two never connected: closed after the idle timeout
